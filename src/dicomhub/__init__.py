@@ -1,0 +1,3 @@
+"""dicomhub: PACS on demand."""
+
+__version__ = "0.1.0"
