@@ -1,0 +1,213 @@
+#!/usr/bin/env python3
+"""Run the shared benchmark harness (``<repo>/../shared/bench/run_all.py``) against one target,
+with capability guards so that a server that lacks a feature gets "unsupported" entries instead of
+bogus figures or a crash.
+
+The harness is imported, not copied: this file only wraps three of its functions before handing the
+command line to ``run_all.main``:
+
+* ``bench_cstore.run`` / ``bench_qido.run_cfind`` (DIMSE C-STORE / C-FIND): with ``--dimse auto``
+  (default) the target's DIMSE port is probed once with a C-ECHO association; if no association can
+  be established, every DIMSE case returns ``{"unsupported": true, ...}`` and is not run.  Without this
+  guard ``storescu`` against a closed port "finishes" 2,000 instances in a few milliseconds and the
+  harness would report an absurd rate; and the harness's table printer crashes on a C-FIND result
+  without ``per_query``.
+* ``bench_render.run`` (``/rendered``): one CT instance is fetched as ``image/png`` first; if the
+  answer is not a 200 PNG the phase returns ``{"unsupported": true, "cases": {}}``.
+
+It also pre-loads the main corpus (reset + STOW c4) when data-dependent phases are requested without
+the ``ingest`` phase, so ``--only qido`` works from any state.
+
+Every argument other than the ones below goes to ``run_all.py`` unchanged
+(``--target-file``, ``--only``, ``--skip``, ``--repeats``, ``--corpus``, ``--out``, ...).
+
+  harness_run.py [--harness DIR] [--dimse auto|on|off] [--render auto|on|off] -- <run_all args>
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(BENCH_DIR)
+DEFAULT_HARNESS = os.path.normpath(os.path.join(REPO, "..", "shared", "bench"))
+
+UNSUPPORTED = "not supported by the target (probe failed)"
+
+
+def log(msg):
+    print(f"[{time.strftime('%H:%M:%S')}] harness_run: {msg}", flush=True)
+
+
+def probe_dimse(target, timeout=5.0) -> tuple[bool, str]:
+    """C-ECHO association to the target's DIMSE SCP."""
+    import logging
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification
+    logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
+    ae = AE(ae_title=target.calling_aet)
+    ae.acse_timeout = timeout
+    ae.network_timeout = timeout
+    ae.add_requested_context(Verification)
+    try:
+        assoc = ae.associate(target.host, int(target.port), ae_title=target.aet)
+    except Exception as e:  # noqa: BLE001
+        return False, f"associate raised {e!r}"
+    if not assoc.is_established:
+        return False, f"no association with {target.aet}@{target.host}:{target.port}"
+    try:
+        st = assoc.send_c_echo()
+        ok = bool(st) and st.Status == 0x0000
+    finally:
+        assoc.release()
+    return True, "C-ECHO ok" if ok else "association ok, C-ECHO not successful"
+
+
+def probe_render(target, m) -> tuple[bool, str]:
+    import httpx
+    from benchlib import wado_path
+    cts = [i for i in m["instances"] if i["kind"] == "ct"] or m["instances"]
+    url = f"{wado_path(target.base_url, cts[0])}/rendered"
+    try:
+        r = httpx.get(url, headers={"Accept": "image/png", "Accept-Encoding": "identity"}, timeout=60)
+    except Exception as e:  # noqa: BLE001
+        return False, f"GET {url} raised {e!r}"
+    ctype = r.headers.get("content-type", "")
+    if r.status_code == 200 and ctype.startswith("image/png"):
+        return True, "200 image/png"
+    return False, f"GET .../rendered -> HTTP {r.status_code} {ctype}"
+
+
+PROBES: dict = {}
+
+
+def install_guards(dimse_mode: str, render_mode: str):
+    import bench_cstore
+    import bench_qido
+    import bench_render
+
+    state: dict = {}
+    orig_cstore, orig_cfind, orig_render = bench_cstore.run, bench_qido.run_cfind, bench_render.run
+
+    def dimse_ok(target):
+        if dimse_mode == "on":
+            return True, "forced on"
+        if dimse_mode == "off":
+            return False, "disabled with --dimse off"
+        if "dimse" not in state:
+            state["dimse"] = probe_dimse(target)
+            log(f"DIMSE probe {target.aet}@{target.host}:{target.port}: {state['dimse'][1]}")
+            PROBES["dimse"] = state["dimse"][1]
+        return state["dimse"]
+
+    def cstore(target, m, tool="storescu", concurrency=1, *a, **kw):
+        ok, why = dimse_ok(target)
+        if not ok:
+            return dict(bench="cstore", tool=tool, concurrency=concurrency, unsupported=True, reason=why,
+                        instances_per_s=None, mb_per_s=None, rss_peak_mb=None)
+        return orig_cstore(target, m, tool, concurrency, *a, **kw)
+
+    def cfind(target, m, *a, **kw):
+        ok, why = dimse_ok(target)
+        if not ok:
+            return dict(bench="cfind", unsupported=True, reason=why, per_query={})
+        return orig_cfind(target, m, *a, **kw)
+
+    def render(target, m, *a, **kw):
+        if render_mode == "off":
+            return dict(bench="render", unsupported=True, reason="disabled with --render off", cases={})
+        if render_mode == "auto":
+            ok, why = probe_render(target, m)
+            log(f"render probe: {why}")
+            PROBES["render"] = why
+            if not ok:
+                return dict(bench="render", unsupported=True, reason=why, cases={})
+        return orig_render(target, m, *a, **kw)
+
+    bench_cstore.run = cstore
+    bench_qido.run_cfind = cfind
+    bench_render.run = render
+
+
+def preload_if_needed(run_all, argv):
+    """--only/--skip without ingest: load the main corpus first (reset + STOW c4), untimed."""
+    import bench_stow
+    from benchlib import load_manifest, target_from_args
+    ap = argparse.ArgumentParser(add_help=False)
+    from benchlib import add_target_args
+    add_target_args(ap)
+    ap.add_argument("--corpus", default="/tmp/bench-corpus/main")
+    ap.add_argument("--corpus-args", default="--instances 2000")
+    ap.add_argument("--stow-batch", type=int, default=10)
+    ap.add_argument("--skip", default="")
+    ap.add_argument("--only", default="")
+    a, _ = ap.parse_known_args(argv)
+    phases = [p for p in run_all.PHASES if p not in a.skip.split(",")]
+    if a.only:
+        phases = [p for p in run_all.PHASES if p in a.only.split(",")]
+    if "ingest" in phases or not set(phases) & {"storage", "qido", "wado", "render", "large"}:
+        return
+    t = target_from_args(a)
+    if not t.reset_cmd:
+        log("no ingest phase and no reset command: using whatever the archive holds")
+        return
+    run_all.ensure_corpus(a.corpus, a.corpus_args.split())
+    m = load_manifest(a.corpus)
+    log(f"pre-loading {m['n_instances']} instances (reset + STOW c4, untimed for the report)")
+    r = bench_stow.run(t, m, 4, a.stow_batch, reset=True)
+    log(f"   pre-load: {r['instances_per_s']} inst/s, {r['n_http_errors']} HTTP errors, "
+        f"{r['failed_instances']} failed instances")
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--harness", default=os.environ.get("BENCH_HARNESS", DEFAULT_HARNESS))
+    ap.add_argument("--dimse", choices=["auto", "on", "off"], default="auto")
+    ap.add_argument("--render", choices=["auto", "on", "off"], default="auto")
+    ap.add_argument("--version-cmd", help="shell command printing the server version (recorded in the JSON)")
+    if "--" in argv:
+        k = argv.index("--")
+        mine, rest = argv[:k], argv[k + 1:]
+    else:
+        mine, rest = [], argv
+    a = ap.parse_args(mine)
+    harness = os.path.abspath(a.harness)
+    if not os.path.exists(os.path.join(harness, "run_all.py")):
+        sys.exit(f"harness not found at {harness} (expected <repo>/../shared/bench)")
+    sys.path.insert(0, harness)
+    import run_all  # noqa: E402  (the shared harness)
+    install_guards(a.dimse, a.render)
+    preload_if_needed(run_all, rest)
+    rc = run_all.main(rest)
+    add_meta(rest, a)
+    return rc
+
+
+def add_meta(rest, a):
+    """Record what the harness JSON does not: probe outcomes, repo commit, server version."""
+    import subprocess
+    if "--out" not in rest:
+        return
+    out = rest[rest.index("--out") + 1]
+    try:
+        with open(out) as f:
+            res = json.load(f)
+    except (OSError, ValueError):
+        return
+    sh = lambda cmd: subprocess.run(cmd, shell=True, capture_output=True, text=True, cwd=REPO,  # noqa: E731
+                                    timeout=30).stdout.strip()
+    meta = dict(probes=PROBES, dimse_mode=a.dimse, render_mode=a.render, harness=os.path.abspath(a.harness),
+                git_head=sh("git rev-parse HEAD 2>/dev/null"), git_dirty=bool(sh("git status --porcelain 2>/dev/null")))
+    if a.version_cmd:
+        meta["server_version"] = sh(a.version_cmd + " 2>&1 | head -1") or None
+    res["bench_meta"] = meta
+    with open(out, "w") as f:
+        json.dump(res, f, indent=1, default=str)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

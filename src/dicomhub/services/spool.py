@@ -1,0 +1,86 @@
+"""Spooling of incoming DICOM streams to a temporary file.
+
+Every ingest path (STOW-RS parts, C-STORE, browser upload, CLI import) writes the incoming bytes
+through a :class:`Spool`: it bounds the size, zeroes the 128-byte preamble on the fly (PS3.10
+§7.1 leaves the preamble free for applications; CVE-2019-11687 shows why a stored file must not
+carry an executable header) and hashes the bytes as they are stored, so the file is read once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from dicomhub.errors import PayloadTooLarge
+
+PREAMBLE = 128
+
+
+class Spool:
+    """A write-once temporary file with size bound, preamble zeroing and SHA-256."""
+
+    def __init__(self, directory: Path, max_bytes: int) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix="spool-", dir=directory)
+        self.path = Path(name)
+        self._file = os.fdopen(fd, "wb", buffering=0)
+        self._hash = hashlib.sha256()
+        self.size = 0
+        self.max_bytes = max_bytes
+        self._closed = False
+
+    def write(self, data: bytes | memoryview) -> None:
+        """Append ``data``; raises PayloadTooLarge past the bound (the spool is then discarded)."""
+        n = len(data)
+        if self.size + n > self.max_bytes:
+            self.discard()
+            raise PayloadTooLarge(f"instance larger than the limit of {self.max_bytes} bytes")
+        if self.size < PREAMBLE:
+            head = min(PREAMBLE - self.size, n)
+            data = bytes(head) + bytes(data[head:])
+        self._file.write(data)
+        self._hash.update(data)
+        self.size += n
+
+    def finish(self) -> str:
+        """Close the file and return the hex SHA-256 of its content."""
+        if not self._closed:
+            self._file.close()
+            self._closed = True
+        return self._hash.hexdigest()
+
+    def discard(self) -> None:
+        """Close and delete the temporary file (idempotent)."""
+        if not self._closed:
+            self._file.close()
+            self._closed = True
+        self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # The consumer moves the file away on success; whatever is left here is garbage.
+        self.discard()
+
+
+def spool_file(source: Path, directory: Path, max_bytes: int) -> tuple[Spool, str]:
+    """Copy ``source`` into a new spool; return the spool and its SHA-256."""
+    spool = Spool(directory, max_bytes)
+    try:
+        with source.open("rb") as f:
+            while chunk := f.read(1024 * 1024):
+                spool.write(chunk)
+    except BaseException:
+        spool.discard()
+        raise
+    return spool, spool.finish()

@@ -1,0 +1,425 @@
+"""Index writes and lookups for ingest, retrieval and deletion (SQLAlchemy Core).
+
+Functions take an open transaction (``IndexDatabase.write()``/``read()``); the services decide
+the transaction boundaries.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, and_, delete, func, insert, select, update
+
+from dicomhub.dicom.model import ParsedInstance
+from dicomhub.domain.person_name import fuzzy_key
+from dicomhub.storage.index import tables as t
+from dicomhub.storage.index.records import InstanceRecord, row_to_instance
+
+INSTANCE_COLUMNS = (
+    t.instance.c.pk,
+    t.study.c.study_uid,
+    t.series.c.series_uid,
+    t.instance.c.sop_uid,
+    t.instance.c.sop_class_uid,
+    t.instance.c.transfer_syntax_uid,
+    t.instance.c.blob_key,
+    t.instance.c.size,
+    t.instance.c.sha256,
+    t.instance.c.number_of_frames,
+    t.instance.c.frames,
+    t.instance.c.bulk,
+)
+
+_INSTANCE_FROM = t.instance.join(t.series, t.series.c.pk == t.instance.c.series_pk).join(
+    t.study, t.study.c.pk == t.instance.c.study_pk
+)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# pending blobs
+
+
+def reserve_pending(conn: Connection, tenant_id: int, blob_key: str) -> None:
+    """Record that ``blob_key`` is about to be written (crash leftovers are found by this row)."""
+    conn.execute(
+        insert(t.pending_blob).values(blob_key=blob_key, tenant_id=tenant_id, created_at=time.time())
+    )
+
+
+def release_pending(conn: Connection, blob_key: str) -> None:
+    """Forget a pending reservation (the blob is now owned by an instance row, or deleted)."""
+    conn.execute(delete(t.pending_blob).where(t.pending_blob.c.blob_key == blob_key))
+
+
+def stale_pending(conn: Connection, older_than: float) -> list[str]:
+    """Blob keys reserved before ``older_than`` (epoch seconds) and never committed."""
+    rows = conn.execute(
+        select(t.pending_blob.c.blob_key).where(t.pending_blob.c.created_at < older_than)
+    )
+    return [r[0] for r in rows]
+
+
+# ---------------------------------------------------------------------------------------------
+# instance lookups
+
+
+def find_instance_sha(conn: Connection, tenant_id: int, sop_uid: str) -> tuple[int, str, str] | None:
+    """(pk, sha256, blob_key) of a stored instance, or None."""
+    row = conn.execute(
+        select(t.instance.c.pk, t.instance.c.sha256, t.instance.c.blob_key).where(
+            t.instance.c.tenant_id == tenant_id, t.instance.c.sop_uid == sop_uid
+        )
+    ).first()
+    return (int(row[0]), str(row[1]), str(row[2])) if row else None
+
+
+def instances(
+    conn: Connection,
+    tenant_id: int,
+    study_uid: str,
+    series_uid: str | None = None,
+    sop_uid: str | None = None,
+) -> list[InstanceRecord]:
+    """Stored instances of a study, series or single instance, in series/instance order."""
+    cond = [t.study.c.tenant_id == tenant_id, t.study.c.study_uid == study_uid]
+    if series_uid is not None:
+        cond.append(t.series.c.series_uid == series_uid)
+    if sop_uid is not None:
+        cond.append(t.instance.c.sop_uid == sop_uid)
+    stmt = (
+        select(*INSTANCE_COLUMNS)
+        .select_from(_INSTANCE_FROM)
+        .where(and_(*cond))
+        .order_by(
+            t.series.c.series_number,
+            t.series.c.pk,
+            t.instance.c.instance_number,
+            t.instance.c.pk,
+        )
+    )
+    return [row_to_instance(r) for r in conn.execute(stmt)]
+
+
+def metadata_json(conn: Connection, instance_pks: Sequence[int]) -> dict[int, str]:
+    """The stored DICOM JSON text of each instance, by instance pk."""
+    out: dict[int, str] = {}
+    for i in range(0, len(instance_pks), 500):
+        chunk = list(instance_pks[i : i + 500])
+        rows = conn.execute(
+            select(t.instance_metadata.c.instance_pk, t.instance_metadata.c.json).where(
+                t.instance_metadata.c.instance_pk.in_(chunk)
+            )
+        )
+        out.update({int(pk): str(js) for pk, js in rows})
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# commit of a new instance
+
+
+@dataclass(frozen=True, slots=True)
+class CommitResult:
+    """What :func:`commit_instance` did."""
+
+    outcome: str  # "stored" | "duplicate" | "conflict" | "overwritten"
+    obsolete_blob: str | None = None  # a blob no instance references any more
+
+
+def _get_or_create_patient(conn: Connection, tenant_id: int, p: ParsedInstance, now: float) -> int:
+    pid = p.patient.get("patient_id") or ""
+    issuer = p.patient.get("issuer_of_patient_id") or ""
+    row = conn.execute(
+        select(t.patient.c.pk).where(
+            t.patient.c.tenant_id == tenant_id,
+            t.patient.c.patient_id == pid,
+            t.patient.c.issuer == issuer,
+        )
+    ).first()
+    if row:
+        return int(row[0])
+    name = p.patient.get("patient_name")
+    res = conn.execute(
+        insert(t.patient).values(
+            tenant_id=tenant_id,
+            patient_id=pid,
+            issuer=issuer,
+            patient_name=name,
+            patient_name_fuzzy=fuzzy_key(name),
+            patient_birth_date=p.patient.get("patient_birth_date"),
+            patient_sex=p.patient.get("patient_sex"),
+            attrs=_dumps(p.patient_json),
+        )
+    )
+    return int(res.inserted_primary_key[0])  # type: ignore[index]
+
+
+def _get_or_create_study(
+    conn: Connection, tenant_id: int, p: ParsedInstance, now: float
+) -> tuple[int, str]:
+    row = conn.execute(
+        select(t.study.c.pk, t.study.c.modalities).where(
+            t.study.c.tenant_id == tenant_id, t.study.c.study_uid == p.study_instance_uid
+        )
+    ).first()
+    if row:
+        return int(row[0]), str(row[1])
+    patient_pk = _get_or_create_patient(conn, tenant_id, p, now)
+    s = p.study
+    referring = s.get("referring_physician_name")
+    res = conn.execute(
+        insert(t.study).values(
+            tenant_id=tenant_id,
+            patient_pk=patient_pk,
+            study_uid=p.study_instance_uid,
+            study_date=s.get("study_date"),
+            study_time=s.get("study_time"),
+            accession_number=s.get("accession_number"),
+            study_id=s.get("study_id"),
+            referring_physician_name=referring,
+            referring_physician_fuzzy=fuzzy_key(referring),
+            study_description=s.get("study_description"),
+            modalities="",
+            num_series=0,
+            num_instances=0,
+            attrs=_dumps(p.study_json),
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    return int(res.inserted_primary_key[0]), ""  # type: ignore[index]
+
+
+def _get_or_create_series(
+    conn: Connection, tenant_id: int, study_pk: int, p: ParsedInstance, now: float
+) -> tuple[int, bool]:
+    row = conn.execute(
+        select(t.series.c.pk, t.series.c.study_pk).where(
+            t.series.c.tenant_id == tenant_id, t.series.c.series_uid == p.series_instance_uid
+        )
+    ).first()
+    if row:
+        return int(row[0]), False
+    s = p.series
+    number = s.get("series_number")
+    res = conn.execute(
+        insert(t.series).values(
+            tenant_id=tenant_id,
+            study_pk=study_pk,
+            series_uid=p.series_instance_uid,
+            modality=s.get("modality"),
+            series_number=number if isinstance(number, int) else None,
+            series_description=s.get("series_description"),
+            pps_start_date=s.get("performed_procedure_step_start_date"),
+            pps_start_time=s.get("performed_procedure_step_start_time"),
+            num_instances=0,
+            attrs=_dumps(p.series_json),
+            created_at=now,
+        )
+    )
+    return int(res.inserted_primary_key[0]), True  # type: ignore[index]
+
+
+def _int_or_none(value: object) -> int | None:
+    return value if isinstance(value, int) else None
+
+
+def commit_instance(
+    conn: Connection,
+    tenant_id: int,
+    p: ParsedInstance,
+    *,
+    blob_key: str,
+    size: int,
+    sha256: str,
+    metadata_text: str,
+    overwrite: bool,
+) -> CommitResult:
+    """Make an instance whose blob is durable visible, in the caller's write transaction.
+
+    Handles the duplicate policy inside the transaction, so concurrent stores of one SOP
+    Instance UID resolve to exactly one copy.
+    """
+    now = time.time()
+    release_pending(conn, blob_key)
+    existing = find_instance_sha(conn, tenant_id, p.sop_instance_uid)
+    if existing is not None:
+        pk, old_sha, old_key = existing
+        if old_sha == sha256:
+            return CommitResult("duplicate", obsolete_blob=blob_key)
+        if not overwrite:
+            return CommitResult("conflict", obsolete_blob=blob_key)
+        _replace_instance(conn, pk, p, blob_key=blob_key, size=size, sha256=sha256)
+        conn.execute(
+            update(t.instance_metadata)
+            .where(t.instance_metadata.c.instance_pk == pk)
+            .values(json=metadata_text)
+        )
+        _change(conn, tenant_id, "updated", "instance", p, now)
+        return CommitResult("overwritten", obsolete_blob=old_key)
+
+    study_pk, modalities = _get_or_create_study(conn, tenant_id, p, now)
+    series_pk, new_series = _get_or_create_series(conn, tenant_id, study_pk, p, now)
+    res = conn.execute(
+        insert(t.instance).values(
+            tenant_id=tenant_id,
+            series_pk=series_pk,
+            study_pk=study_pk,
+            sop_uid=p.sop_instance_uid,
+            sop_class_uid=p.sop_class_uid,
+            transfer_syntax_uid=p.transfer_syntax_uid,
+            blob_key=blob_key,
+            size=size,
+            sha256=sha256,
+            created_at=now,
+            **_instance_columns(p),
+        )
+    )
+    instance_pk = int(res.inserted_primary_key[0])  # type: ignore[index]
+    conn.execute(insert(t.instance_metadata).values(instance_pk=instance_pk, json=metadata_text))
+    conn.execute(
+        update(t.series)
+        .where(t.series.c.pk == series_pk)
+        .values(num_instances=t.series.c.num_instances + 1)
+    )
+    values: dict[str, Any] = {
+        "num_instances": t.study.c.num_instances + 1,
+        "updated_at": now,
+    }
+    if new_series:
+        values["num_series"] = t.study.c.num_series + 1
+    modality = p.series.get("modality")
+    if isinstance(modality, str) and modality:
+        mods = set(modalities.split("\\")) if modalities else set()
+        if modality not in mods:
+            values["modalities"] = "\\".join(sorted(mods | {modality}))
+    conn.execute(update(t.study).where(t.study.c.pk == study_pk).values(**values))
+    _change(conn, tenant_id, "stored", "instance", p, now)
+    return CommitResult("stored")
+
+
+def _instance_columns(p: ParsedInstance) -> dict[str, Any]:
+    i = p.instance
+    return {
+        "instance_number": _int_or_none(i.get("instance_number")),
+        "rows": _int_or_none(i.get("rows")),
+        "columns": _int_or_none(i.get("columns")),
+        "bits_allocated": _int_or_none(i.get("bits_allocated")),
+        "number_of_frames": _int_or_none(i.get("number_of_frames")),
+        "specific_character_set": i.get("specific_character_set"),
+        "frames": _dumps([[[r.offset, r.length] for r in frame] for frame in p.frames]),
+        "bulk": _dumps({k: [r.offset, r.length] for k, r in p.bulk.items()}),
+    }
+
+
+def _replace_instance(
+    conn: Connection, pk: int, p: ParsedInstance, *, blob_key: str, size: int, sha256: str
+) -> None:
+    conn.execute(
+        update(t.instance)
+        .where(t.instance.c.pk == pk)
+        .values(
+            sop_class_uid=p.sop_class_uid,
+            transfer_syntax_uid=p.transfer_syntax_uid,
+            blob_key=blob_key,
+            size=size,
+            sha256=sha256,
+            **_instance_columns(p),
+        )
+    )
+
+
+def _change(
+    conn: Connection, tenant_id: int, kind: str, level: str, p: ParsedInstance, now: float
+) -> None:
+    conn.execute(
+        insert(t.change).values(
+            tenant_id=tenant_id,
+            kind=kind,
+            level=level,
+            study_uid=p.study_instance_uid,
+            series_uid=p.series_instance_uid,
+            sop_uid=p.sop_instance_uid,
+            at=now,
+        )
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# deletion
+
+
+def delete_instances(conn: Connection, tenant_id: int, records: Iterable[InstanceRecord]) -> list[str]:
+    """Remove instances (and series, studies, patients left empty); return their blob keys."""
+    now = time.time()
+    keys: list[str] = []
+    series_touched: dict[int, int] = {}
+    study_touched: dict[int, int] = {}
+    for rec in records:
+        row = conn.execute(
+            select(t.instance.c.series_pk, t.instance.c.study_pk).where(t.instance.c.pk == rec.pk)
+        ).first()
+        if row is None:
+            continue
+        conn.execute(delete(t.instance_metadata).where(t.instance_metadata.c.instance_pk == rec.pk))
+        conn.execute(delete(t.instance).where(t.instance.c.pk == rec.pk))
+        series_touched[int(row[0])] = series_touched.get(int(row[0]), 0) + 1
+        study_touched[int(row[1])] = study_touched.get(int(row[1]), 0) + 1
+        keys.append(rec.blob_key)
+        conn.execute(
+            insert(t.change).values(
+                tenant_id=tenant_id,
+                kind="deleted",
+                level="instance",
+                study_uid=rec.study_uid,
+                series_uid=rec.series_uid,
+                sop_uid=rec.sop_uid,
+                at=now,
+            )
+        )
+    for series_pk, n in series_touched.items():
+        conn.execute(
+            update(t.series)
+            .where(t.series.c.pk == series_pk)
+            .values(num_instances=t.series.c.num_instances - n)
+        )
+        conn.execute(delete(t.series).where(t.series.c.pk == series_pk, t.series.c.num_instances <= 0))
+    for study_pk in study_touched:
+        _refresh_study(conn, study_pk, now)
+    return keys
+
+
+def _refresh_study(conn: Connection, study_pk: int, now: float) -> None:
+    rows = conn.execute(
+        select(t.series.c.modality, t.series.c.num_instances).where(t.series.c.study_pk == study_pk)
+    ).all()
+    if not rows:
+        patient_pk = conn.execute(
+            select(t.study.c.patient_pk).where(t.study.c.pk == study_pk)
+        ).scalar_one()
+        conn.execute(delete(t.study).where(t.study.c.pk == study_pk))
+        remaining = conn.execute(
+            select(func.count()).select_from(t.study).where(t.study.c.patient_pk == patient_pk)
+        ).scalar_one()
+        if remaining == 0:
+            conn.execute(delete(t.patient).where(t.patient.c.pk == patient_pk))
+        return
+    modalities = "\\".join(sorted({m for m, _ in rows if m}))
+    conn.execute(
+        update(t.study)
+        .where(t.study.c.pk == study_pk)
+        .values(
+            num_series=len(rows),
+            num_instances=sum(int(n) for _, n in rows),
+            modalities=modalities,
+            updated_at=now,
+        )
+    )

@@ -1,0 +1,63 @@
+"""The ASGI application: DICOMweb under ``settings.base_path`` (default ``/dicomweb``)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
+
+from dicomhub import __version__, errors
+from dicomhub.config import Settings
+from dicomhub.jobs.worker import WorkerThread
+from dicomhub.services.archive import Archive
+from dicomhub.web.dicomweb import delete, qido, stow, wado
+from dicomhub.web.errors import domain_error, unexpected_error
+
+log = logging.getLogger(__name__)
+
+
+async def health(request: Request) -> Response:
+    """Liveness: the process answers and the index is reachable."""
+    archive: Archive = request.app.state.archive
+    with archive.db.read() as conn:
+        conn.exec_driver_sql("SELECT 1")
+    return JSONResponse({"status": "ok", "version": __version__})
+
+
+def create_app(settings: Settings, archive: Archive | None = None) -> Starlette:
+    """Build the application; opens (and migrates) the archive unless one is given."""
+    owned = archive is None
+    arch = archive if archive is not None else Archive.open(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        worker = WorkerThread(arch) if settings.run_workers else None
+        if worker:
+            worker.start()
+        try:
+            yield
+        finally:
+            if worker:
+                worker.stop()
+            if owned:
+                arch.close()
+
+    dicomweb = [*stow.routes(), *qido.routes(), *wado.routes(), *delete.routes()]
+    app = Starlette(
+        routes=[
+            Route("/health", health, methods=["GET"]),
+            Mount(settings.base_path, routes=dicomweb),
+        ],
+        exception_handlers={
+            errors.DicomhubError: domain_error,
+            Exception: unexpected_error,
+        },
+        lifespan=lifespan,
+    )
+    app.state.archive = arch
+    return app

@@ -1,0 +1,228 @@
+"""STOW-RS, Store Instances (PS3.18 §10.5).
+
+``POST {root}/studies`` and ``POST {root}/studies/{study}`` with a
+``multipart/related; type="application/dicom"`` body. The body is streamed: each part goes to a
+:class:`~dicomhub.services.spool.Spool` as it arrives and is stored as soon as it is complete,
+so memory stays bounded whatever the request size. The response is the Store Instances Response
+Module (PS3.18 §10.5.3) as DICOM JSON.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from dicomhub import errors
+from dicomhub.domain.uids import validate_uid
+from dicomhub.services import ingest
+from dicomhub.services.spool import Spool
+from dicomhub.web.context import archive_of, base_url, tenant_of
+from dicomhub.web.multipart import MultipartParser, PartData, PartEnd, PartStart, parse_content_type
+
+log = logging.getLogger(__name__)
+
+DICOM = "application/dicom"
+DICOM_JSON = "application/dicom+json"
+
+# Failure Reason (0008,1197) values, PS3.18 §10.5.3 and PS3.4 Annex B.2.3.
+PROCESSING_FAILURE = 0x0110
+DUPLICATE_SOP_INSTANCE = 0x0111
+SOP_CLASS_NOT_SUPPORTED = 0x0122
+OUT_OF_RESOURCES = 0xA700
+DATASET_DOES_NOT_MATCH = 0xA900
+CANNOT_UNDERSTAND = 0xC000
+
+FAILURE_REASON: list[tuple[type[errors.DicomhubError], int]] = [
+    (errors.StudyMismatch, DATASET_DOES_NOT_MATCH),
+    (errors.InvalidDicom, CANNOT_UNDERSTAND),
+    (errors.Conflict, DUPLICATE_SOP_INSTANCE),
+    (errors.PayloadTooLarge, OUT_OF_RESOURCES),
+    (errors.UnsupportedMediaType, CANNOT_UNDERSTAND),
+    (errors.Unavailable, OUT_OF_RESOURCES),
+]
+
+
+def failure_reason(exc: errors.DicomhubError) -> int:
+    """The Failure Reason code for a per-instance error."""
+    for cls, code in FAILURE_REASON:
+        if isinstance(exc, cls):
+            return code
+    return PROCESSING_FAILURE
+
+
+@dataclass
+class StoreReport:
+    """Accumulates the Store Instances Response (PS3.18 Table 10.5.3-1)."""
+
+    root: str
+    study_uid: str | None
+    referenced: list[dict[str, Any]] = field(default_factory=list)
+    failed: list[dict[str, Any]] = field(default_factory=list)
+    conflicts: int = 0
+
+    def ok(self, stored: ingest.Stored) -> None:
+        """Record a stored (or idempotently re-stored) instance."""
+        url = (
+            f"{self.root}/studies/{stored.study_instance_uid}/series/"
+            f"{stored.series_instance_uid}/instances/{stored.sop_instance_uid}"
+        )
+        self.referenced.append(
+            {
+                "00081150": {"vr": "UI", "Value": [stored.sop_class_uid]},
+                "00081155": {"vr": "UI", "Value": [stored.sop_instance_uid]},
+                "00081190": {"vr": "UR", "Value": [url]},
+            }
+        )
+        if self.study_uid is None:
+            self.study_uid = stored.study_instance_uid
+
+    def fail(self, exc: errors.DicomhubError) -> None:
+        """Record a failed part with its reason (and UIDs when they could be read)."""
+        item: dict[str, Any] = {
+            "00081197": {"vr": "US", "Value": [failure_reason(exc)]},
+            "00000902": {"vr": "LO", "Value": [exc.reason[:64]]},
+        }
+        if cls := exc.context.get("sop_class_uid"):
+            item["00081150"] = {"vr": "UI", "Value": [cls]}
+        if inst := exc.context.get("sop_instance_uid"):
+            item["00081155"] = {"vr": "UI", "Value": [inst]}
+        self.failed.append(item)
+        if isinstance(exc, errors.Conflict | errors.StudyMismatch):
+            self.conflicts += 1
+
+    def response(self) -> Response:
+        """200 all stored, 202 some failed, 409 none stored (PS3.18 §10.5.3.1)."""
+        body: dict[str, Any] = {}
+        if self.study_uid is not None:
+            body["00081190"] = {"vr": "UR", "Value": [f"{self.root}/studies/{self.study_uid}"]}
+        if self.failed:
+            body["00081198"] = {"vr": "SQ", "Value": self.failed}
+        if self.referenced:
+            body["00081199"] = {"vr": "SQ", "Value": self.referenced}
+        if not self.failed:
+            status = 200
+        elif self.referenced:
+            status = 202
+        else:
+            status = 409
+        return JSONResponse(body, status_code=status, media_type=DICOM_JSON)
+
+
+def _check_request(request: Request, max_bytes: int) -> bytes:
+    """Validate the request's Content-Type and Content-Length; return the boundary."""
+    ctype = request.headers.get("content-type")
+    if not ctype:
+        raise errors.UnsupportedMediaType("missing Content-Type; expected multipart/related")
+    media, params = parse_content_type(ctype)
+    if media != "multipart/related":
+        raise errors.UnsupportedMediaType(
+            f"Content-Type {media} is not supported; use multipart/related; type=\"{DICOM}\""
+        )
+    part_type = params.get("type", DICOM).lower()
+    if part_type != DICOM:
+        raise errors.UnsupportedMediaType(
+            f"multipart/related type {part_type} is not supported; use type=\"{DICOM}\""
+        )
+    boundary = params.get("boundary")
+    if not boundary or len(boundary) > 200:
+        raise errors.InvalidInput("multipart/related Content-Type without a valid boundary")
+    length = request.headers.get("content-length")
+    if length is not None:
+        if not length.isdigit():
+            raise errors.InvalidInput("invalid Content-Length")
+        if int(length) > max_bytes:
+            raise errors.PayloadTooLarge(f"request larger than the limit of {max_bytes} bytes")
+    return boundary.encode("latin-1")
+
+
+async def store_instances(request: Request) -> Response:
+    """POST /studies and /studies/{study}: store every part, report each outcome."""
+    archive = archive_of(request)
+    settings = archive.settings
+    tenant_id = tenant_of(request)
+    study = request.path_params.get("study")
+    if study is not None:
+        study = validate_uid(study, "Study Instance UID")
+    boundary = _check_request(request, settings.max_request_bytes)
+    parser = MultipartParser(boundary, max_parts=settings.max_parts)
+    report = StoreReport(base_url(request), None)
+    spool: Spool | None = None
+    part_error: errors.DicomhubError | None = None
+    received = 0
+
+    async def finish_part() -> None:
+        nonlocal spool, part_error
+        current, spool = spool, None
+        if part_error is not None:
+            report.fail(part_error)
+            part_error = None
+            if current is not None:
+                current.discard()
+            return
+        if current is None:
+            return
+        sha = current.finish()
+        try:
+            stored = await run_in_threadpool(
+                ingest.store, archive, tenant_id, current, sha, expected_study=study
+            )
+        except errors.DicomhubError as exc:
+            report.fail(exc)
+        else:
+            report.ok(stored)
+
+    try:
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > settings.max_request_bytes:
+                raise errors.PayloadTooLarge(
+                    f"request larger than the limit of {settings.max_request_bytes} bytes"
+                )
+            for event in parser.feed(chunk):
+                if isinstance(event, PartStart):
+                    spool, part_error = _start_part(event, settings.tmp_dir, settings.max_instance_bytes)
+                elif isinstance(event, PartData):
+                    if spool is not None:
+                        try:
+                            spool.write(event.data)
+                        except errors.PayloadTooLarge as exc:
+                            spool, part_error = None, exc
+                elif isinstance(event, PartEnd):
+                    await finish_part()
+        for event in parser.close():
+            if isinstance(event, PartEnd):
+                await finish_part()
+    except ClientDisconnect:
+        log.info("STOW-RS client disconnected; %d instances stored", len(report.referenced))
+        raise errors.InvalidInput("client disconnected before the end of the request") from None
+    finally:
+        if spool is not None:
+            spool.discard()
+    if not report.referenced and not report.failed:
+        raise errors.InvalidInput("the multipart body contains no parts")
+    return report.response()
+
+
+def _start_part(
+    event: PartStart, tmp_dir: Any, max_bytes: int
+) -> tuple[Spool | None, errors.DicomhubError | None]:
+    ctype = event.headers.get("content-type")
+    if ctype:
+        media, _ = parse_content_type(ctype)
+        if media != DICOM:
+            return None, errors.UnsupportedMediaType(f"part media type {media} is not {DICOM}")
+    return Spool(tmp_dir, max_bytes), None
+
+
+def routes() -> list[BaseRoute]:
+    """STOW-RS routes, relative to the DICOMweb root."""
+    return [
+        Route("/studies", store_instances, methods=["POST"]),
+        Route("/studies/{study}", store_instances, methods=["POST"]),
+    ]
