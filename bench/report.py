@@ -104,6 +104,8 @@ def verdict(r, need, aim=None, caveat=None):
         return caveat or "n/a"
     if r >= need:
         v = "**PASS**" + (" (aim met)" if aim and r >= aim else (f" (aim {aim}× not met)" if aim else ""))
+    elif r >= need * 0.85:
+        v = "**FAIL** (marginal: within the ±15 % noise, re-run before concluding)"
     else:
         v = "**FAIL**"
     return v + (f" — {caveat}" if caveat else "")

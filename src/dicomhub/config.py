@@ -30,7 +30,9 @@ class Settings(BaseSettings):
     index: str | None = Field(
         default=None, description="Index URL; default sqlite:///<data_dir>/index.db"
     )
-    blobs: str | None = Field(default=None, description="Blob store URL; default file://<data_dir>/blobs")
+    blobs: str | None = Field(
+        default=None, description="Blob store URL; default file://<data_dir>/blobs"
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     dimse_port: int = Field(default=11112, ge=0, le=65535)

@@ -20,7 +20,16 @@ def add_storage_args(parser: argparse.ArgumentParser) -> None:
 def settings_from(args: argparse.Namespace, **extra: Any) -> Settings:
     """Build Settings: environment first, then the flags that were given."""
     overrides: dict[str, Any] = {}
-    for name in ("data_dir", "index", "blobs", "host", "port", "dimse_port", "ae_title", "log_level"):
+    for name in (
+        "data_dir",
+        "index",
+        "blobs",
+        "host",
+        "port",
+        "dimse_port",
+        "ae_title",
+        "log_level",
+    ):
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value

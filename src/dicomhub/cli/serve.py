@@ -16,7 +16,9 @@ from dicomhub.web.app import create_app
 log = logging.getLogger("dicomhub.access")
 
 Scope = MutableMapping[str, Any]
-ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
+ASGIApp = Callable[
+    [Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]
+]
 
 
 class AccessLog:
@@ -31,6 +33,7 @@ class AccessLog:
         receive: Callable[[], Awaitable[Any]],
         send: Callable[[Any], Awaitable[None]],
     ) -> None:
+        """Serve the request and log one line when it ends."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -75,7 +78,12 @@ def run(args: argparse.Namespace) -> int:
     app: Any = create_app(settings)
     if not args.no_access_log:
         app = AccessLog(app)
-    log.info("dicomhub serving DICOMweb on http://%s:%d%s", settings.host, settings.port, settings.base_path)
+    log.info(
+        "dicomhub serving DICOMweb on http://%s:%d%s",
+        settings.host,
+        settings.port,
+        settings.base_path,
+    )
     uvicorn.run(
         app,
         host=settings.host,

@@ -21,8 +21,10 @@ from typing import Any, Final
 
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.hooks import raw_element_vr
 from pydicom.multival import MultiValue
 from pydicom.valuerep import PersonName
+from pydicom.values import convert_value
 
 from dicomhub.dicom.offsets import BINARY_VRS, PIXEL_DATA_TAGS, implicit_vr
 
@@ -146,12 +148,16 @@ class _Converter:
     def dataset(self, ds: Dataset, prefix: str, depth: int) -> dict[str, Any]:
         if depth > _MAX_DEPTH:
             raise RecursionError("DICOM JSON nesting too deep")
+        try:
+            encoding = ds.original_character_set or ds._character_set
+        except Exception:
+            encoding = "iso8859"
         out: dict[str, Any] = {}
         for tag in sorted(ds.keys()):
             tag = int(tag)
             if tag >> 16 == 0x0002:
                 continue  # File Meta Information is never part of the data set (PS3.10 §7.1)
-            out[f"{tag:08X}"] = self.element(ds, tag, prefix, depth)
+            out[f"{tag:08X}"] = self.element(ds, tag, prefix, depth, encoding)
         return out
 
     def bulk_or_inline(self, vr: str, key: str, value: Any, length: int, tag: int) -> dict[str, Any]:
@@ -165,15 +171,28 @@ class _Converter:
             return {"vr": vr}
         return {"vr": vr, "InlineBinary": base64.b64encode(value).decode("ascii")}
 
-    def element(self, ds: Dataset, tag: int, prefix: str, depth: int) -> dict[str, Any]:
+    def element(
+        self, ds: Dataset, tag: int, prefix: str, depth: int, encoding: Any
+    ) -> dict[str, Any]:
         key = f"{prefix}{tag:08X}"
         raw = ds.get_item(tag, keep_deferred=True)
-        if isinstance(raw, RawDataElement) and raw.value is None and raw.length > 0:
-            # Deferred (large) value: binary ones never need to be read.
-            vr = raw.VR or implicit_vr(tag)
+        if isinstance(raw, RawDataElement):
+            vr = raw.VR or _raw_vr(raw, ds, encoding)
             if vr in BINARY_VRS or tag in PIXEL_DATA_TAGS:
-                if self.bulk_keys is None or key in self.bulk_keys:
-                    return {"vr": vr, "BulkDataURI": self.uri(key)}
+                if raw.value is None and raw.length > 0:  # deferred: never read bulk values
+                    if self.bulk_keys is None or key in self.bulk_keys:
+                        return {"vr": vr, "BulkDataURI": self.uri(key)}
+                else:
+                    return self.bulk_or_inline(vr, key, raw.value, raw.length, tag)
+            elif vr != "SQ" and " or " not in vr and raw.value is not None:
+                # Fast path: convert the value without materialising a DataElement.
+                if raw.length == 0:
+                    return {"vr": vr}
+                try:
+                    value = convert_value(vr, raw, encoding)
+                    return self.simple(vr, value)
+                except Exception:
+                    return _raw_fallback(raw, vr)
         try:
             elem = ds[tag]
         except Exception:
@@ -184,14 +203,14 @@ class _Converter:
             choices = vr.split(" or ")
             vr = "OW" if "OW" in choices else choices[0]
         try:
-            return self.leaf(elem, vr, key, prefix, depth, tag)
+            return self.leaf(elem, vr, key, depth, tag)
         except RecursionError:
             raise
         except Exception:
             return _raw_fallback(raw if isinstance(raw, RawDataElement) else elem, vr)
 
     def leaf(
-        self, elem: DataElement, vr: str, key: str, prefix: str, depth: int, tag: int
+        self, elem: DataElement, vr: str, key: str, depth: int, tag: int
     ) -> dict[str, Any]:
         value = elem.value
         if vr in BINARY_VRS or tag in PIXEL_DATA_TAGS:
@@ -202,9 +221,15 @@ class _Converter:
                 self.dataset(item, f"{key}/{i}/", depth + 1) for i, item in enumerate(value or ())
             ]
             return {"vr": vr, "Value": items} if items else {"vr": vr}
-        if elem.is_empty:
+        return self.simple(vr, value)
+
+    def simple(self, vr: str, value: Any) -> dict[str, Any]:
+        """JSON of a converted non-binary, non-sequence value (PS3.18 §F.2.3)."""
+        if value is None or value == "" or value == b"":
             return {"vr": vr}
         values = _values(value)
+        if not values:
+            return {"vr": vr}
         if vr == "PN":
             return {"vr": vr, "Value": [_pn(v) if v not in (None, "") else {} for v in values]}
         if vr == "AT":
@@ -218,9 +243,21 @@ class _Converter:
                 continue
             if isinstance(v, bytes):
                 v = v.decode("latin-1")
-            s = _clean(str(v))
-            out.append(s if s != "" else None)
+            text = _clean(str(v))
+            out.append(text if text != "" else None)
+        if all(v is None for v in out):
+            return {"vr": vr}
         return {"vr": vr, "Value": out}
+
+
+def _raw_vr(raw: RawDataElement, ds: Dataset, encoding: Any) -> str:
+    """The VR of an implicit-VR raw element, as pydicom would assign it (PS3.5 §6.2.2)."""
+    data: dict[str, Any] = {}
+    try:
+        raw_element_vr(raw, data, encoding=encoding, ds=ds)
+    except Exception:
+        return implicit_vr(int(raw.tag))
+    return str(data.get("VR") or "UN")
 
 
 def dataset_to_json(

@@ -306,7 +306,15 @@ class _Walker:
         return pos
 
     def _undefined_length(
-        self, tag: int, vr: str, value_at: int, limit: int, *, implicit: bool, depth: int, prefix: str
+        self,
+        tag: int,
+        vr: str,
+        value_at: int,
+        limit: int,
+        *,
+        implicit: bool,
+        depth: int,
+        prefix: str,
     ) -> int:
         key = f"{prefix}{tag:08X}"
         is_sq = vr == "SQ" or (vr == "UN" and not implicit)

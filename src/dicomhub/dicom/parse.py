@@ -217,7 +217,9 @@ def _parse(
     )
     _add_pixel_elements(metadata, walk.top_level)
 
-    instance: dict[str, str | int | None] = {k: _int(metadata, t) for k, t in _INSTANCE_INT_KEYS.items()}
+    instance: dict[str, str | int | None] = {
+        k: _int(metadata, t) for k, t in _INSTANCE_INT_KEYS.items()
+    }
     instance["specific_character_set"] = _charset(metadata)
 
     pixel = next((walk.top_level[t] for t in _PIXEL_DATA_PREFERENCE if t in walk.top_level), None)
@@ -226,7 +228,9 @@ def _parse(
     if pixel is not None and not deflated:
         frames = _frames(mm, pixel, walk.top_level, metadata, ts)
 
-    series: dict[str, str | int | None] = {k: _text(metadata, t) for k, t in _SERIES_TEXT_KEYS.items()}
+    series: dict[str, str | int | None] = {
+        k: _text(metadata, t) for k, t in _SERIES_TEXT_KEYS.items()
+    }
     series["series_number"] = _int(metadata, "00200011")
     series = {
         "modality": series["modality"],

@@ -10,10 +10,10 @@ import logging
 import threading
 import time
 
+from dicomhub.jobs.tasks import TASKS
 from dicomhub.services import gc
 from dicomhub.services.archive import Archive
 from dicomhub.storage.index import jobs
-from dicomhub.jobs.tasks import TASKS
 
 log = logging.getLogger(__name__)
 

@@ -46,7 +46,9 @@ def metadata_texts(archive: Archive, records: list[InstanceRecord], base: str) -
     """The DICOM JSON text of each instance with absolute BulkDataURIs (PS3.18 §10.4.1.1.2)."""
     with archive.db.read() as conn:
         texts = index.metadata_json(conn, [r.pk for r in records])
-    return [render_bulk_markers(texts[r.pk], instance_url(base, r)) for r in records if r.pk in texts]
+    return [
+        render_bulk_markers(texts[r.pk], instance_url(base, r)) for r in records if r.pk in texts
+    ]
 
 
 def is_encapsulated(rec: InstanceRecord) -> bool:

@@ -17,6 +17,7 @@ from dicomhub.jobs.worker import WorkerThread
 from dicomhub.services.archive import Archive
 from dicomhub.web.dicomweb import delete, qido, stow, wado
 from dicomhub.web.errors import domain_error, unexpected_error
+from dicomhub.web.ui.home import home
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ def create_app(settings: Settings, archive: Archive | None = None) -> Starlette:
     dicomweb = [*stow.routes(), *qido.routes(), *wado.routes(), *delete.routes()]
     app = Starlette(
         routes=[
+            Route("/", home, methods=["GET"]),
             Route("/health", health, methods=["GET"]),
             Mount(settings.base_path, routes=dicomweb),
         ],

@@ -139,7 +139,7 @@ class MultipartParser:
         dash_boundary = b"--" + boundary
         self._delimiter = b"\n" + dash_boundary  # An optional preceding CR is stripped.
         # A delimiter cut by a chunk edge is at most CR + all but its last byte.
-        self._keep = len(self._delimiter) - 1
+        self._keep = len(self._delimiter)
         self._bare_delimiters = (b"\r\n" + dash_boundary, b"\n" + dash_boundary)
         # A leading CRLF lets a body that starts with "--boundary" match like any other line.
         self._buf = b"\r\n"

@@ -18,7 +18,7 @@ class BlobStore(Protocol):
         """Durably store the file at ``path`` under ``key``; the file may be consumed (moved)."""
 
     def open_range(self, key: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
-        """Yield the bytes of ``key`` from ``offset`` (``length`` bytes, or to the end) in chunks."""
+        """Yield the bytes of ``key`` from ``offset`` (``length`` bytes or to the end)."""
 
     def read_range(self, key: str, offset: int, length: int) -> bytes:
         """Return exactly ``length`` bytes of ``key`` from ``offset``."""

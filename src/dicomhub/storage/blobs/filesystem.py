@@ -17,7 +17,7 @@ CHUNK = 1024 * 1024
 
 
 def fsync_dir(path: Path) -> None:
-    """fsync a directory so a rename or create inside it is durable."""
+    """Fsync a directory so a rename or create inside it is durable."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -50,7 +50,9 @@ def _dumps(value: Any) -> str:
 def reserve_pending(conn: Connection, tenant_id: int, blob_key: str) -> None:
     """Record that ``blob_key`` is about to be written (crash leftovers are found by this row)."""
     conn.execute(
-        insert(t.pending_blob).values(blob_key=blob_key, tenant_id=tenant_id, created_at=time.time())
+        insert(t.pending_blob).values(
+            blob_key=blob_key, tenant_id=tenant_id, created_at=time.time()
+        )
     )
 
 
@@ -71,7 +73,9 @@ def stale_pending(conn: Connection, older_than: float) -> list[str]:
 # instance lookups
 
 
-def find_instance_sha(conn: Connection, tenant_id: int, sop_uid: str) -> tuple[int, str, str] | None:
+def find_instance_sha(
+    conn: Connection, tenant_id: int, sop_uid: str
+) -> tuple[int, str, str] | None:
     """(pk, sha256, blob_key) of a stored instance, or None."""
     row = conn.execute(
         select(t.instance.c.pk, t.instance.c.sha256, t.instance.c.blob_key).where(
@@ -357,7 +361,9 @@ def _change(
 # deletion
 
 
-def delete_instances(conn: Connection, tenant_id: int, records: Iterable[InstanceRecord]) -> list[str]:
+def delete_instances(
+    conn: Connection, tenant_id: int, records: Iterable[InstanceRecord]
+) -> list[str]:
     """Remove instances (and series, studies, patients left empty); return their blob keys."""
     now = time.time()
     keys: list[str] = []
@@ -391,7 +397,9 @@ def delete_instances(conn: Connection, tenant_id: int, records: Iterable[Instanc
             .where(t.series.c.pk == series_pk)
             .values(num_instances=t.series.c.num_instances - n)
         )
-        conn.execute(delete(t.series).where(t.series.c.pk == series_pk, t.series.c.num_instances <= 0))
+        conn.execute(
+            delete(t.series).where(t.series.c.pk == series_pk, t.series.c.num_instances <= 0)
+        )
     for study_pk in study_touched:
         _refresh_study(conn, study_pk, now)
     return keys

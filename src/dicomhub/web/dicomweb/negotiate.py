@@ -77,12 +77,14 @@ def choose_instances(accept: list[MediaRange], syntaxes: set[str], single: bool)
         if single and r.media_type == DICOM and _ts_ok(r, syntaxes):
             return Choice(False, DICOM, next(iter(syntaxes)))
     raise NotAcceptable(
-        "cannot satisfy Accept; available: multipart/related; type=\"application/dicom\" in "
+        'cannot satisfy Accept; available: multipart/related; type="application/dicom" in '
         f"transfer syntax {', '.join(sorted(syntaxes))}"
     )
 
 
-def choose_frames(accept: list[MediaRange], transfer_syntax: str, encapsulated: bool, single: bool) -> Choice:
+def choose_frames(
+    accept: list[MediaRange], transfer_syntax: str, encapsulated: bool, single: bool
+) -> Choice:
     """Representation for frames and bulk pixel data (PS3.18 Tables 8.7.3-3 and 8.7.3-5)."""
     if not encapsulated:
         native = {EXPLICIT_LE, transfer_syntax, "1.2.840.10008.1.2"}
@@ -106,7 +108,7 @@ def choose_frames(accept: list[MediaRange], transfer_syntax: str, encapsulated: 
             return Choice(False, media, transfer_syntax)
     raise NotAcceptable(
         f"cannot satisfy Accept; frames are stored compressed ({transfer_syntax}) and available "
-        f"as multipart/related; type=\"{media}\" or type=\"{OCTET}\"; transfer-syntax=*"
+        f'as multipart/related; type="{media}" or type="{OCTET}"; transfer-syntax=*'
     )
 
 
@@ -123,6 +125,4 @@ def choose_bulk(accept: list[MediaRange]) -> Choice:
 
 def wants_json(accept: list[MediaRange]) -> bool:
     """Whether DICOM JSON is acceptable (metadata and QIDO responses)."""
-    return any(
-        r.matches("application/dicom+json") or r.matches("application/json") for r in accept
-    )
+    return any(r.matches("application/dicom+json") or r.matches("application/json") for r in accept)

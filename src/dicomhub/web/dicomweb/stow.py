@@ -122,12 +122,12 @@ def _check_request(request: Request, max_bytes: int) -> bytes:
     media, params = parse_content_type(ctype)
     if media != "multipart/related":
         raise errors.UnsupportedMediaType(
-            f"Content-Type {media} is not supported; use multipart/related; type=\"{DICOM}\""
+            f'Content-Type {media} is not supported; use multipart/related; type="{DICOM}"'
         )
     part_type = params.get("type", DICOM).lower()
     if part_type != DICOM:
         raise errors.UnsupportedMediaType(
-            f"multipart/related type {part_type} is not supported; use type=\"{DICOM}\""
+            f'multipart/related type {part_type} is not supported; use type="{DICOM}"'
         )
     boundary = params.get("boundary")
     if not boundary or len(boundary) > 200:
@@ -186,7 +186,9 @@ async def store_instances(request: Request) -> Response:
                 )
             for event in parser.feed(chunk):
                 if isinstance(event, PartStart):
-                    spool, part_error = _start_part(event, settings.tmp_dir, settings.max_instance_bytes)
+                    spool, part_error = _start_part(
+                        event, settings.tmp_dir, settings.max_instance_bytes
+                    )
                 elif isinstance(event, PartData):
                     if spool is not None:
                         try:

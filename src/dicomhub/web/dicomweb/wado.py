@@ -6,7 +6,7 @@ written to the client part by part.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Iterator
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -55,7 +55,9 @@ def _content_type(choice: Choice, boundary: str) -> str:
     return choice.media_type
 
 
-def _part_header(media_type: str, transfer_syntax: str | None, boundary: str, extra: dict[str, str] | None = None) -> bytes:
+def _part_header(
+    media_type: str, transfer_syntax: str | None, boundary: str, extra: dict[str, str] | None = None
+) -> bytes:
     ctype = f"{media_type}; transfer-syntax={transfer_syntax}" if transfer_syntax else media_type
     headers = {"Content-Type": ctype, **(extra or {})}
     return b"--" + boundary.encode() + b"\r\n" + encode_part_headers(headers)
@@ -92,14 +94,13 @@ async def retrieve_instances(request: Request) -> Response:
     return StreamingResponse(body(), media_type=_content_type(choice, boundary))
 
 
-async def _iterate(chunks: object) -> AsyncIterator[bytes]:
-    it = iter(chunks)  # type: ignore[call-overload]
-    sentinel = object()
+async def _iterate(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
+    """Pull a blocking chunk iterator from a worker thread, one chunk at a time."""
     while True:
-        chunk = await run_in_threadpool(next, it, sentinel)
-        if chunk is sentinel:
+        chunk = await run_in_threadpool(next, chunks, b"")
+        if not chunk:
             return
-        yield chunk  # type: ignore[misc]
+        yield chunk
 
 
 async def retrieve_metadata(request: Request) -> Response:
@@ -159,13 +160,12 @@ async def retrieve_bulkdata(request: Request) -> Response:
     r = retrieve.bulk_range(rec, key)
     choice = choose_bulk(parse_accept(request.headers.get("accept")))
     archive = archive_of(request)
-    chunks: Callable[[], object] = lambda: archive.blobs.open_range(rec.blob_key, r.offset, r.length)  # noqa: E731
     boundary = new_boundary()
 
     async def body() -> AsyncIterator[bytes]:
         if choice.multipart:
             yield _part_header(choice.media_type, None, boundary)
-        async for chunk in _iterate(chunks()):
+        async for chunk in _iterate(archive.blobs.open_range(rec.blob_key, r.offset, r.length)):
             yield chunk
         if choice.multipart:
             yield b"\r\n--" + boundary.encode() + b"--\r\n"
