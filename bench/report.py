@@ -69,9 +69,9 @@ def spread(vals):
     return (min(nums), max(nums)) if len(nums) > 1 else None
 
 
-def fnum(v, nd=None):
+def fnum(v, nd=None, short=False):
     if isinstance(v, NA):
-        return str(v)
+        return "n/a" if short and v.why == NA_UNSUP else str(v)
     if not is_num(v):
         return "–"
     if nd is None:
@@ -80,12 +80,12 @@ def fnum(v, nd=None):
     return f"{v:,.{nd}f}"
 
 
-def fcell(vals, nd=None):
+def fcell(vals, nd=None, short=False):
     """median (min–max) of the repeats."""
     m = med(vals)
     s = spread(vals)
     if isinstance(m, NA) or not s or fnum(s[0], nd) == fnum(s[1], nd):
-        return fnum(m, nd)
+        return fnum(m, nd, short)
     return f"{fnum(m, nd)} ({fnum(s[0], nd)}–{fnum(s[1], nd)})"
 
 
@@ -376,10 +376,11 @@ def build(o: Run, d: Run, title_note="") -> str:
         for pfx, label in INGEST_LABEL.items():
             oi, di = o.ingest(pfx, "instances_per_s"), d.ingest(pfx, "instances_per_s")
             rows.append([label, fcell(oi), fcell(di), fratio(ratio(med(oi), med(di), True)),
-                         fcell(o.ingest(pfx, "mb_per_s")), fcell(d.ingest(pfx, "mb_per_s")),
-                         f"{fnum(med(o.ingest(pfx, 'rss_peak_mb')), 0)} / {fnum(med(d.ingest(pfx, 'rss_peak_mb')), 0)}",
-                         f"{fnum(med(o.ingest(pfx, 'cpu_ms_per_inst')), 1)} / "
-                         f"{fnum(med(d.ingest(pfx, 'cpu_ms_per_inst')), 1)}",
+                         fcell(o.ingest(pfx, "mb_per_s"), short=True), fcell(d.ingest(pfx, "mb_per_s"), short=True),
+                         f"{fnum(med(o.ingest(pfx, 'rss_peak_mb')), 0, True)} / "
+                         f"{fnum(med(d.ingest(pfx, 'rss_peak_mb')), 0, True)}",
+                         f"{fnum(med(o.ingest(pfx, 'cpu_ms_per_inst')), 1, True)} / "
+                         f"{fnum(med(d.ingest(pfx, 'cpu_ms_per_inst')), 1, True)}",
                          f"{o.ingest_errors(pfx)} / {d.ingest_errors(pfx)}"])
         li_o, li_d = ro.get("large_ingest"), rd.get("large_ingest")
         if li_o or li_d:
@@ -448,14 +449,14 @@ def build(o: Run, d: Run, title_note="") -> str:
             cells = [label]
             if k != "_overall":
                 rco, rcd = med(o.q(key, bench, k, "results_mean")), med(d.q(key, bench, k, "results_mean"))
-                cells.append(f"{fnum(rco, 1)} / {fnum(rcd, 1)}")
+                cells.append(f"{fnum(rco, 1, True)} / {fnum(rcd, 1, True)}")
                 if is_num(rco) and is_num(rcd) and abs(rco - rcd) > 0.05:
                     mism.append(f"{k}: Orthanc {rco}, dicomhub {rcd}")
             else:
                 cells.append("")
             for f in ("p50_ms", "p95_ms", "p99_ms"):
                 ov, dv = o.q(key, bench, k, f), d.q(key, bench, k, f)
-                cells += [fcell(ov), fcell(dv)]
+                cells += [fcell(ov, short=f == "p99_ms"), fcell(dv, short=f == "p99_ms")]
                 if f != "p99_ms":
                     cells.append(fratio(ratio(med(ov), med(dv), False)))
             rows.append(cells)
@@ -518,7 +519,7 @@ def build(o: Run, d: Run, title_note="") -> str:
             if native and all(isinstance(x, NA) for x in dv):
                 dv = [NA("– (Orthanc-specific endpoint)")]
             rows.append([k.replace("|", " "), fcell(ov), fcell(dv), fratio(ratio(med(ov), med(dv), True)),
-                         f"{fnum(med(o.render(k, 'p50_ms')))} / {fnum(med(d.render(k, 'p50_ms')))}"])
+                         f"{fnum(med(o.render(k, 'p50_ms')), None, True)} / {fnum(med(d.render(k, 'p50_ms')), None, True)}"])
         L.append(md_table(["endpoint format concurrency", "Orthanc", "dicomhub", "ratio", "p50 ms (O / d)"], rows))
         reason = next((rep.get("reason") for rep in rd.get("render", []) if rep.get("unsupported")), None)
         if reason:

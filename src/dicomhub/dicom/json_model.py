@@ -160,7 +160,9 @@ class _Converter:
             out[f"{tag:08X}"] = self.element(ds, tag, prefix, depth, encoding)
         return out
 
-    def bulk_or_inline(self, vr: str, key: str, value: Any, length: int, tag: int) -> dict[str, Any]:
+    def bulk_or_inline(
+        self, vr: str, key: str, value: Any, length: int, tag: int
+    ) -> dict[str, Any]:
         if (tag in PIXEL_DATA_TAGS or length > self.bulk_threshold) and (
             self.bulk_keys is None or key in self.bulk_keys
         ):
@@ -177,7 +179,7 @@ class _Converter:
         key = f"{prefix}{tag:08X}"
         raw = ds.get_item(tag, keep_deferred=True)
         if isinstance(raw, RawDataElement):
-            vr = raw.VR or _raw_vr(raw, ds, encoding)
+            vr = raw.VR if raw.VR and raw.VR != "UN" else _raw_vr(raw, ds, encoding)
             if vr in BINARY_VRS or tag in PIXEL_DATA_TAGS:
                 if raw.value is None and raw.length > 0:  # deferred: never read bulk values
                     if self.bulk_keys is None or key in self.bulk_keys:
@@ -209,9 +211,7 @@ class _Converter:
         except Exception:
             return _raw_fallback(raw if isinstance(raw, RawDataElement) else elem, vr)
 
-    def leaf(
-        self, elem: DataElement, vr: str, key: str, depth: int, tag: int
-    ) -> dict[str, Any]:
+    def leaf(self, elem: DataElement, vr: str, key: str, depth: int, tag: int) -> dict[str, Any]:
         value = elem.value
         if vr in BINARY_VRS or tag in PIXEL_DATA_TAGS:
             length = len(value) if isinstance(value, bytes | bytearray) else 0

@@ -246,7 +246,10 @@ def parse_matcher(vr: str, value: str, keyword: str, *, max_uids: int = MAX_UIDS
     if vr in INTEGER_VRS:
         if _INT_RE.fullmatch(value.strip(" ")) is None:
             raise InvalidInput(f"{keyword}: not an integer value (VR {vr})")
-        return SingleValue(str(int(value.strip(" "))))
+        number = int(value.strip(" "))
+        if not -(2**63) <= number < 2**63:
+            raise InvalidInput(f"{keyword}: integer value out of range (VR {vr})")
+        return SingleValue(str(number))
     if vr in _FLOAT_VRS:
         if _FLOAT_RE.fullmatch(value.strip(" ")) is None:
             raise InvalidInput(f"{keyword}: not a decimal value (VR {vr})")
