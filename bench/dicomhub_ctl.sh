@@ -8,7 +8,8 @@
 #   DICOMHUB_BIN          executable (default: <repo>/.venv/bin/dicomhub, else `dicomhub` on PATH)
 #   DICOMHUB_BENCH_DIR    work dir: data, log, pid file (default <repo>/bench/work/dicomhub)
 #   DICOMHUB_BENCH_HTTP   HTTP port (8080)      DICOMHUB_BENCH_DIMSE  DIMSE port (11112)
-#   DICOMHUB_BENCH_ARGS   extra `serve` arguments (e.g. another index or blob store)
+#   DICOMHUB_BENCH_ARGS   extra `serve` arguments (default "--no-access-log", like Orthanc which does not log
+#                         each request; set it to "" to keep the access log, or e.g. "--index ... --blobs ...")
 #   DICOMHUB_START_TIMEOUT seconds to wait for the server to answer (60)
 #
 # Only the PID recorded in $DICOMHUB_BENCH_DIR/dicomhub.pid is ever signalled, and only if its command
@@ -50,7 +51,7 @@ start() {
   mkdir -p "$DIR"
   # shellcheck disable=SC2086
   nohup "$BIN" serve --data-dir "$DATA" --host 127.0.0.1 --port "$HTTP" --dimse-port "$DIMSE" \
-    ${DICOMHUB_BENCH_ARGS:-} >>"$DIR/dicomhub.log" 2>&1 </dev/null &
+    ${DICOMHUB_BENCH_ARGS---no-access-log} >>"$DIR/dicomhub.log" 2>&1 </dev/null &
   echo $! >"$PIDFILE"
   local t0=$SECONDS code
   while (( SECONDS - t0 < TIMEOUT )); do

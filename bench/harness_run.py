@@ -82,15 +82,86 @@ def probe_render(target, m) -> tuple[bool, str]:
 
 
 PROBES: dict = {}
+UNSUPPORTED_STATUS = (404, 405, 406, 501)   # "no such endpoint / not implemented"; 5xx stays an error
+
+
+def http_status(url, accept) -> int:
+    import httpx
+    try:
+        r = httpx.get(url, headers={"Accept": accept, "Accept-Encoding": "identity"}, timeout=120)
+        return r.status_code
+    except Exception:  # noqa: BLE001
+        return 0
+
+
+def probe_qido_kinds(target, m, n_values) -> dict:
+    """Status of the first query of every QIDO kind: {kind: status}."""
+    from urllib.parse import urlencode
+    import bench_qido
+    out = {}
+    for kind, qs in bench_qido.build_mix(m, n_values).items():
+        path, params = qs[0]
+        url = target.base_url + path + ("?" + urlencode(params, safe="*,") if params else "")
+        out[kind] = http_status(url, "application/dicom+json")
+    return out
+
+
+def probe_wado_cases(target, m) -> dict:
+    """Status of one request per WADO case: {case: status}."""
+    import bench_wado
+    from benchlib import wado_path
+    cts = [i for i in m["instances"] if i["kind"] == "ct"] or m["instances"]
+    mfs = [i for i in m["instances"] if i["frames"] > 1]
+    ct = cts[0]
+    b = target.base_url
+    out = dict(study=http_status(f"{b}/studies/{ct['study_uid']}", bench_wado.ACCEPT_DICOM),
+               series_metadata=http_status(f"{b}/studies/{ct['study_uid']}/series/{ct['series_uid']}/metadata",
+                                           "application/dicom+json"),
+               frame_ct=http_status(f"{wado_path(b, ct)}/frames/1", bench_wado.ACCEPT_FRAME))
+    if mfs:
+        out["frame_mf"] = http_status(f"{wado_path(b, mfs[0])}/frames/{mfs[0]['frames']}", bench_wado.ACCEPT_FRAME)
+    return out
 
 
 def install_guards(dimse_mode: str, render_mode: str):
     import bench_cstore
     import bench_qido
     import bench_render
+    import bench_wado
 
     state: dict = {}
     orig_cstore, orig_cfind, orig_render = bench_cstore.run, bench_qido.run_cfind, bench_render.run
+    orig_qido, orig_wado = bench_qido.run, bench_wado.run
+
+    def qido(target, m, n_values=10, *a, **kw):
+        st = probe_qido_kinds(target, m, n_values)
+        unsup = {k: v for k, v in st.items() if v in UNSUPPORTED_STATUS}
+        PROBES.setdefault("qido", {}).update({k: v for k, v in st.items()})
+        if unsup:
+            log(f"QIDO probe: unsupported kinds {unsup}")
+        if len(unsup) == len(st):
+            return dict(bench="qido", unsupported=True, reason=f"every query kind answered {sorted(set(unsup.values()))}",
+                        per_query={k: dict(unsupported=True, status=v) for k, v in st.items()}, n_errors=0)
+        r = orig_qido(target, m, n_values, *a, **kw)
+        for k, v in unsup.items():
+            r["per_query"][k] = dict(r["per_query"].get(k, {}), unsupported=True, status=v)
+        if unsup:
+            r["overall_includes_unsupported"] = sorted(unsup)
+        return r
+
+    def wado(target, m, *a, **kw):
+        st = probe_wado_cases(target, m)
+        PROBES["wado"] = st
+        unsup = {k: v for k, v in st.items() if v in UNSUPPORTED_STATUS}
+        if unsup:
+            log(f"WADO probe: unsupported cases {unsup}")
+        r = orig_wado(target, m, *a, **kw)
+        for k, v in unsup.items():
+            if k == "study":
+                r["study"] = {c: dict(unsupported=True, status=v) for c in r.get("study", {"c1": 0, "c4": 0})}
+            else:
+                r[k] = dict(unsupported=True, status=v)
+        return r
 
     def dimse_ok(target):
         if dimse_mode == "on":
@@ -129,6 +200,8 @@ def install_guards(dimse_mode: str, render_mode: str):
 
     bench_cstore.run = cstore
     bench_qido.run_cfind = cfind
+    bench_qido.run = qido
+    bench_wado.run = wado
     bench_render.run = render
 
 

@@ -15,7 +15,7 @@ from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import generate_frames
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from dicomhub.dicom.json_model import MARKER, render_bulk_markers
 from dicomhub.dicom.model import ByteRange, ParsedInstance
@@ -253,12 +253,12 @@ def test_part10_sample(entry: dict[str, Any]) -> None:
     for keyword in SIMPLE_KEYWORDS:
         if keyword not in ds:
             continue
-        elem = ds[keyword]
+        simple = ds[keyword]
         try:
-            theirs = elem.to_json_dict(None, 1024)
+            theirs = simple.to_json_dict(None, 1024)
         except Exception:
             continue
-        ours = parsed.metadata[f"{elem.tag:08X}"]
+        ours = parsed.metadata[f"{simple.tag:08X}"]
         assert _norm(ours) == _norm(theirs), keyword
     for level in (parsed.patient_json, parsed.study_json, parsed.series_json):
         for tag, attr in level.items():
@@ -368,13 +368,13 @@ def test_garbage_and_empty_files(tmp_path: Path) -> None:
 def _minimal(tmp_path: Path, name: str = "x.dcm") -> tuple[Dataset, Path]:
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
-    ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3.4.5"
+    ds.file_meta.MediaStorageSOPClassUID = UID("1.2.840.10008.5.1.4.1.1.7")
+    ds.file_meta.MediaStorageSOPInstanceUID = UID("1.2.3.4.5")
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
-    ds.SOPInstanceUID = "1.2.3.4.5"
-    ds.StudyInstanceUID = "1.2.3"
-    ds.SeriesInstanceUID = "1.2.3.4"
+    ds.SOPClassUID = UID("1.2.840.10008.5.1.4.1.1.7")
+    ds.SOPInstanceUID = UID("1.2.3.4.5")
+    ds.StudyInstanceUID = UID("1.2.3")
+    ds.SeriesInstanceUID = UID("1.2.3.4")
     ds.PatientName = "Doe^John"
     ds.Modality = "OT"
     return ds, tmp_path / name
@@ -422,7 +422,7 @@ def test_rule_violations(tmp_path: Path) -> None:
         parse_instance(path)
 
     ds, path = _minimal(tmp_path)
-    ds.SeriesInstanceUID = "1.2..3"
+    ds.SeriesInstanceUID = UID("1.2..3")
     ds.save_as(path, enforce_file_format=True)
     with pytest.raises(InvalidDicom, match="SeriesInstanceUID"):
         parse_instance(path)

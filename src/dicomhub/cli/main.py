@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from dicomhub import __version__
-from dicomhub.cli import serve
+from dicomhub.cli import fsck, import_, serve
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -15,6 +15,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"dicomhub {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     serve.add_parser(sub)
+    import_.add_parser(sub)
+    fsck.add_parser(sub)
     return parser
 
 

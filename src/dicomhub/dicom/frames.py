@@ -13,7 +13,7 @@ import struct
 from typing import Final
 
 from dicomhub.dicom.model import ByteRange
-from dicomhub.dicom.offsets import ElementLocation
+from dicomhub.dicom.offsets import Buffer, ElementLocation
 from dicomhub.errors import InvalidDicom
 
 __all__ = ["JPEG_FAMILY_TRANSFER_SYNTAXES", "encapsulated_frames", "native_frames"]
@@ -112,9 +112,13 @@ def _group_by_offsets(
 
 
 def _group_by_eoi(
-    buf: bytes | memoryview, fragments: tuple[ByteRange, ...], count: int
+    buf: Buffer, fragments: tuple[ByteRange, ...], count: int | None
 ) -> Frames | None:
-    """Group fragments into frames ending with an ``FFD9`` marker (optionally + one pad byte)."""
+    """Group fragments into frames ending with an ``FFD9`` marker (optionally + one pad byte).
+
+    Returns ``None`` unless the last fragment ends a frame and, when ``count`` is given,
+    exactly ``count`` frames are found.
+    """
     groups: list[tuple[ByteRange, ...]] = []
     start = 0
     for i, frag in enumerate(fragments):
@@ -123,13 +127,13 @@ def _group_by_eoi(
         if tail.endswith(_EOI) or (tail.endswith(b"\x00") and tail[:-1].endswith(_EOI)):
             groups.append(fragments[start : i + 1])
             start = i + 1
-    if start != len(fragments) or len(groups) != count:
+    if start != len(fragments) or (count is not None and len(groups) != count):
         return None
     return tuple(groups)
 
 
 def encapsulated_frames(
-    buf: bytes | memoryview,
+    buf: Buffer,
     pixel: ElementLocation,
     *,
     number_of_frames: int | None,
@@ -157,9 +161,16 @@ def encapsulated_frames(
     if bot_range.length >= 4 and bot_range.length % 4 == 0:
         raw = bytes(buf[bot_range.offset : bot_range.offset + bot_range.length])
         bot = list(struct.unpack(f"<{bot_range.length // 4}L", raw))
+    jpeg_family = transfer_syntax_uid in JPEG_FAMILY_TRANSFER_SYNTAXES
     count = number_of_frames if number_of_frames and number_of_frames > 0 else None
     if count is None:
-        count = len(extended_offsets or ()) or len(bot) or 1
+        count = len(extended_offsets or ()) or len(bot)
+        if not count and jpeg_family and len(fragments) > 1:
+            # No usable Number of Frames and no tables: let complete codestreams decide.
+            grouped = _group_by_eoi(buf, fragments, None)
+            if grouped is not None:
+                return grouped
+        count = count or 1
     if count == 1:
         return (fragments,)
     for offsets in (extended_offsets, bot):
@@ -169,7 +180,7 @@ def encapsulated_frames(
                 return grouped
     if len(fragments) == count:
         return tuple((f,) for f in fragments)
-    if transfer_syntax_uid in JPEG_FAMILY_TRANSFER_SYNTAXES and len(fragments) > count:
+    if jpeg_family and len(fragments) > count:
         grouped = _group_by_eoi(buf, fragments, count)
         if grouped is not None:
             return grouped

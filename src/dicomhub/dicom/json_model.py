@@ -39,6 +39,8 @@ _MARKER_RE: Final = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000bulk/")
 
 _INT_VRS: Final = frozenset({"IS", "SL", "SS", "SV", "UL", "US", "UV"})
 _FLOAT_VRS: Final = frozenset({"DS", "FL", "FD"})
+_BINARY_INT_VRS: Final = frozenset({"SL", "SS", "SV", "UL", "US", "UV"})
+_BINARY_FLOAT_VRS: Final = frozenset({"FL", "FD"})
 _MAX_DEPTH: Final = 64
 
 
@@ -48,11 +50,11 @@ def bulk_key(prefix: str, tag: int) -> str:
 
 
 def render_bulk_markers(json_text: str, base_url: str) -> str:
-    """Replace the serialized bulk markers with ``base_url + "/bulkdata/"`` (PS3.18 §F.2.7).
+    r"""Replace the serialized bulk markers with ``base_url + "/bulkdata/"`` (PS3.18 §F.2.7).
 
     Args:
         json_text: Metadata serialized with :func:`json.dumps` (markers appear as
-            ``\\u0000bulk/``).
+            ``\u0000bulk/``).
         base_url: The instance URL, e.g. ``https://h/dicomweb/studies/1/series/2/instances/3``.
 
     Returns:
@@ -153,8 +155,8 @@ class _Converter:
         except Exception:
             encoding = "iso8859"
         out: dict[str, Any] = {}
-        for tag in sorted(ds.keys()):
-            tag = int(tag)
+        for base_tag in sorted(ds.keys()):
+            tag = int(base_tag)
             if tag >> 16 == 0x0002:
                 continue  # File Meta Information is never part of the data set (PS3.10 §7.1)
             out[f"{tag:08X}"] = self.element(ds, tag, prefix, depth, encoding)
@@ -234,6 +236,14 @@ class _Converter:
             return {"vr": vr, "Value": [_pn(v) if v not in (None, "") else {} for v in values]}
         if vr == "AT":
             return {"vr": vr, "Value": [f"{int(v):08X}" for v in values]}
+        if vr in _BINARY_INT_VRS:
+            return {"vr": vr, "Value": [int(v) for v in values]}
+        if vr in _BINARY_FLOAT_VRS:
+            isfinite = math.isfinite
+            return {
+                "vr": vr,
+                "Value": [float(v) if isfinite(v) else _number(v, vr) for v in values],
+            }
         if vr in _INT_VRS or vr in _FLOAT_VRS:
             return {"vr": vr, "Value": [_number(v, vr) for v in values]}
         out: list[Any] = []

@@ -9,12 +9,13 @@ hostile input is rejected before pydicom sees it.
 
 from __future__ import annotations
 
+import mmap
 import struct
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Final
 
-from pydicom.datadict import DicomDictionary, dictionary_VR
+from pydicom.datadict import dictionary_VR
 
 from dicomhub.dicom.model import ByteRange
 from dicomhub.errors import InvalidDicom
@@ -22,9 +23,11 @@ from dicomhub.errors import InvalidDicom
 __all__ = [
     "BINARY_VRS",
     "PIXEL_DATA_TAGS",
+    "Buffer",
     "ElementLocation",
     "FileMeta",
     "WalkResult",
+    "implicit_vr",
     "read_file_meta",
     "walk_dataset",
 ]
@@ -40,6 +43,9 @@ _ITEM_DELIMITATION: Final = 0xFFFEE00D
 _SEQUENCE_DELIMITATION: Final = 0xFFFEE0DD
 _UNDEFINED: Final = 0xFFFFFFFF
 _PREAMBLE: Final = 128
+
+#: Anything ``struct.unpack_from`` and slicing accept: the file mapped, or bytes in memory.
+Buffer = bytes | bytearray | memoryview | mmap.mmap
 
 _LE_TAG_LEN = struct.Struct("<HHL")
 _BE_TAG_LEN = struct.Struct(">HHL")
@@ -114,8 +120,9 @@ def _truncated(what: str, offset: int) -> InvalidDicom:
 def implicit_vr(tag: int) -> str:
     """Return the VR to assume for ``tag`` in implicit VR (PS3.5 §6.2.2, PS3.6 dictionary).
 
-    Ambiguous dictionary VRs (``"OB or OW"``, ``"US or OW"``...) resolve to their binary choice
-    so that the walker errs on the side of recording a bulk value. Unknown tags are ``UN``.
+    Ambiguous dictionary VRs (``"OB or OW"``, ``"US or OW"``...) resolve to ``OW`` (their
+    binary choice) so that the walker errs on the side of recording a bulk value. Unknown tags
+    are ``UN``.
     """
     group = tag >> 16
     element = tag & 0xFFFF
@@ -123,23 +130,20 @@ def implicit_vr(tag: int) -> str:
         return "UL"  # group length
     if group & 1:
         return "LO" if 0x0010 <= element <= 0x00FF else "UN"  # private creator / private
-    entry = DicomDictionary.get(tag)
-    vr: str
-    if entry is not None:
-        vr = entry[0]
-    else:
-        try:
-            vr = dictionary_VR(tag)
-        except KeyError:
-            return "UN"
+    try:
+        vr: str = dictionary_VR(tag)
+    except KeyError:
+        return "UN"
     if " or " in vr:
         choices = vr.split(" or ")
+        if "OW" in choices:
+            return "OW"  # implicit VR Pixel Data / LUT Data are OW (PS3.5 §A.1, §8.1.2)
         binary = [c for c in choices if c in BINARY_VRS]
         return binary[0] if binary else choices[0]
     return vr
 
 
-def _looks_explicit(buf: bytes | memoryview, pos: int, limit: int) -> bool | None:
+def _looks_explicit(buf: Buffer, pos: int, limit: int) -> bool | None:
     """Return whether the element at ``pos`` has an explicit VR field (pydicom's heuristic)."""
     if pos + 6 > limit:
         return None
@@ -148,7 +152,7 @@ def _looks_explicit(buf: bytes | memoryview, pos: int, limit: int) -> bool | Non
     return 0x40 < a < 0x5B and 0x40 < b < 0x5B
 
 
-def read_file_meta(buf: bytes | memoryview, size: int) -> FileMeta:
+def read_file_meta(buf: Buffer, size: int) -> FileMeta:
     """Parse the preamble, ``DICM`` prefix and File Meta Information (PS3.10 §7.1).
 
     Args:
@@ -203,7 +207,7 @@ class _Walker:
 
     def __init__(
         self,
-        buf: bytes | memoryview,
+        buf: Buffer,
         size: int,
         *,
         little: bool,
@@ -415,12 +419,14 @@ class _Walker:
 def _known_sq(tag: int) -> bool:
     if (tag >> 16) & 1:
         return False
-    entry = DicomDictionary.get(tag)
-    return entry is not None and entry[0] == "SQ"
+    try:
+        return bool(dictionary_VR(tag) == "SQ")
+    except KeyError:
+        return False
 
 
 def walk_dataset(
-    buf: bytes | memoryview,
+    buf: Buffer,
     size: int,
     start: int,
     *,

@@ -140,15 +140,10 @@ def parse_instance(
         except RecursionError as exc:
             raise InvalidDicom("data set nested too deeply") from exc
         except Exception as exc:
-            raise InvalidDicom(f"cannot parse DICOM: {type(exc).__name__}: {_safe(exc)}") from exc
+            # pydicom messages may quote values (PHI): report only the kind of failure.
+            raise InvalidDicom(f"cannot parse DICOM data set ({type(exc).__name__})") from exc
         finally:
             mm.close()
-
-
-def _safe(exc: BaseException) -> str:
-    """A short, PHI-free description: pydicom messages may quote values, so keep only kind."""
-    text = str(exc)
-    return text[:120] if text.isascii() and not any(c in text for c in "^=") else "(details hidden)"
 
 
 def _parse(

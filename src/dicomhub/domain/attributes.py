@@ -65,7 +65,7 @@ _P, _ST, _SE, _IN = Level.PATIENT, Level.STUDY, Level.SERIES, Level.INSTANCE
 
 ATTRIBUTES: Final[tuple[Attribute, ...]] = (
     # Defined at every level.
-    Attribute("SpecificCharacterSet", "00080005", "CS", None),
+    Attribute("SpecificCharacterSet", "00080005", "CS", None, "instance.specific_character_set"),
     Attribute("InstanceAvailability", "00080056", "CS", None, computed=True),
     Attribute("TimezoneOffsetFromUTC", "00080201", "SH", None),
     Attribute("RetrieveURL", "00081190", "UR", None, computed=True),

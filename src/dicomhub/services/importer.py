@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import IO, Any, Final
 
 import pydicom
-from pydicom.errors import InvalidDicomError
 
 from dicomhub.dicom.offsets import read_file_meta
 from dicomhub.errors import DicomhubError, InvalidDicom, PayloadTooLarge
@@ -56,7 +55,8 @@ _CHUNK: Final = 1024 * 1024
 _SEP: Final = "!"  # archive!member in reported names
 
 NOT_DICOM: Final = "not a DICOM file (no 'DICM' prefix at offset 128, PS3.10 §7.1)"
-DICOMDIR_SKIPPED: Final = "DICOMDIR (media directory, PS3.10 §8): read, never stored"
+DICOMDIR_READ: Final = "DICOMDIR (PS3.10 §8): the files it references were imported, not itself"
+DICOMDIR_SKIPPED: Final = "DICOMDIR (media directory, PS3.10 §8): not an instance, not stored"
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +125,11 @@ class ImportReport:
         with self._lock:
             self.skipped.setdefault(reason, []).append(name)
             self._finish(counted)
+
+    def settle(self) -> None:
+        """Mark the end of the import (items never reached no longer count as to do)."""
+        with self._lock:
+            self.total = self.done
 
     def _finish(self, counted: bool) -> None:
         if not counted:
@@ -223,7 +228,7 @@ class Importer:
 
     def run(self, paths: Sequence[Path]) -> ImportReport:
         """Import everything under ``paths``; return the report (also on partial failure)."""
-        self._roots = [Path(os.path.realpath(p)) for p in paths]
+        self._roots = [Path(os.path.realpath(_root_of(Path(p)))) for p in paths]
         plan: list[tuple[str, Path, str]] = []
         for p in paths:
             plan.extend(self._plan_input(Path(p)))
@@ -239,6 +244,7 @@ class Importer:
                 for fut in self._futures:
                     fut.result()
                 self._pool = None
+        self.report.settle()
         self._progress()
         return self.report
 
@@ -263,15 +269,18 @@ class Importer:
     # discovery: what to import, classified by the first bytes of each file
 
     def _plan_input(self, path: Path) -> Iterator[tuple[str, Path, str]]:
-        label = display_name(Path(os.path.abspath(path)).name or str(path))
-        if not os.path.lexists(path):
+        absolute = Path(os.path.normpath(Path.cwd() / path))
+        label = display_name(absolute.name or str(absolute))
+        if not path.exists():
             self.report.reject(label, "no such file or directory", counted=False)
-            return
-        if path.is_dir():
+        elif path.is_dir():
             yield from self._plan_dir(path, label)
+        elif not _is_regular(path):
+            self.report.reject(label, "not a regular file", counted=False)
         elif path.name.upper() == "DICOMDIR":
-            yield from self._plan_media(path.parent, path, label, Path(os.path.dirname(label)))
-        else:
+            shown = Path(display_name(absolute.parent.name or "media"))
+            yield from self._plan_media(path.parent, path, str(shown / path.name), shown)
+        elif self._first_visit(path):
             yield from self._plan_file(path, label)
 
     def _inside_roots(self, path: Path) -> bool:
@@ -297,13 +306,9 @@ class Importer:
             except OSError as exc:
                 self.report.reject(display_name(str(shown)), _os_reason(exc), counted=False)
                 continue
-            dicomdir = [e for e in entries if e.name.upper() == "DICOMDIR" and e.is_file()]
-            for e in dicomdir:
-                yield from self._plan_media(folder, Path(e.path), str(shown / e.name), shown)
             subdirs: list[tuple[Path, Path]] = []
-            for e in entries:
-                if e in dicomdir:
-                    continue
+            media = [e for e in entries if e.name.upper() == "DICOMDIR"]
+            for e in media + [e for e in entries if e.name.upper() != "DICOMDIR"]:
                 path, name = Path(e.path), shown / e.name
                 if e.is_symlink() and not self._inside_roots(path):
                     self.report.reject(
@@ -313,7 +318,9 @@ class Importer:
                     )
                     continue
                 try:
-                    if e.is_dir():
+                    if e in media and e.is_file():
+                        yield from self._plan_media(folder, path, str(name), shown)
+                    elif e.is_dir():
                         if self._first_visit(path):
                             subdirs.append((path, name))
                     elif e.is_file() and self._first_visit(path):
@@ -351,21 +358,21 @@ class Importer:
             ds = pydicom.dcmread(dicomdir, stop_before_pixels=True)
             records = ds.get("DirectoryRecordSequence") or []
             file_ids = [r.get("ReferencedFileID") for r in records]
-        except (InvalidDicomError, PayloadTooLarge, OSError, ValueError, KeyError, TypeError) as exc:
+        except Exception as exc:  # pydicom raises many kinds for a corrupt file
             log.info("unreadable DICOMDIR: %s", type(exc).__name__)
-            self.report.reject(
-                display_name(name), "unreadable DICOMDIR (PS3.10 §8); folder walked instead",
-                counted=False,
-            )
+            reason = "unreadable DICOMDIR (PS3.10 §8); its folder is imported file by file"
+            self.report.reject(display_name(name), reason, counted=False)
             return
-        self.report.skip(display_name(name), DICOMDIR_SKIPPED, counted=False)
+        self.report.skip(display_name(name), DICOMDIR_READ, counted=False)
         listing: dict[Path, list[str]] = {}
         for file_id in file_ids:
             if file_id is None or file_id == "":
                 continue
             parts = [str(file_id)] if isinstance(file_id, str) else [str(x) for x in file_id]
             parts = [c for p in parts for c in p.split("\\")]
-            ref_name = display_name(str(shown.joinpath(*[p for p in parts if p]) if parts else shown))
+            ref_name = display_name(
+                str(shown.joinpath(*[p for p in parts if p]) if parts else shown)
+            )
             if not all(_valid_component(p) for p in parts):
                 self.report.reject(
                     ref_name, "invalid Referenced File ID in DICOMDIR (PS3.10 §8.5)", counted=False
@@ -379,7 +386,8 @@ class Importer:
                 continue
             if not self._inside_roots(found):
                 self.report.reject(
-                    ref_name, "symbolic link leads outside the import roots (not followed)",
+                    ref_name,
+                    "symbolic link leads outside the import roots (not followed)",
                     counted=False,
                 )
                 continue
@@ -421,8 +429,7 @@ class Importer:
         try:
             zf = zipfile.ZipFile(path)
         except (zipfile.BadZipFile, OSError, ValueError, EOFError):
-            self.report.reject(name, "corrupt or unsupported ZIP archive")
-            self.report.found()
+            self.report.reject(name, "corrupt or unsupported ZIP archive", counted=False)
             return
         with zf:
             try:
@@ -498,7 +505,6 @@ class Importer:
         self, reader: _BoundedReader, head: bytes, member: str, depth: int, budget: _Budget
     ) -> None:
         self.report.found(-1)  # the nested archive is replaced by its members
-        self.report.done -= 0
         with tempfile.TemporaryFile(prefix="zip-", dir=self._tmp) as tmp:
             tmp.write(head)
             while chunk := reader.read(_CHUNK):
@@ -584,7 +590,7 @@ def _resolve_case_insensitive(
             continue
         if current not in listing:
             try:
-                listing[current] = sorted(os.listdir(current))
+                listing[current] = sorted(p.name for p in current.iterdir())
             except OSError:
                 return None
         wanted = part.casefold()
@@ -593,6 +599,13 @@ def _resolve_case_insensitive(
             return None
         current = current / match
     return current
+
+
+def _root_of(path: Path) -> Path:
+    """The folder an input confines symbolic links to (a DICOMDIR's folder, else itself)."""
+    if path.name.upper() == "DICOMDIR" and path.is_file():
+        return path.parent
+    return path
 
 
 def _os_reason(exc: OSError) -> str:

@@ -23,12 +23,14 @@ PREAMBLE = 128
 class Spool:
     """A write-once temporary file with size bound, preamble zeroing and SHA-256."""
 
-    def __init__(self, directory: Path, max_bytes: int) -> None:
+    def __init__(self, directory: Path, max_bytes: int, *, hash_on_write: bool = True) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix="spool-", dir=directory)
         self.path = Path(name)
         self._file = os.fdopen(fd, "wb", buffering=0)
-        self._hash = hashlib.sha256()
+        # The web edge spools on its event loop and leaves hashing to a worker thread
+        # (hash_on_write=False, then finish() returns None and ingest hashes the file).
+        self._hash = hashlib.sha256() if hash_on_write else None
         self.size = 0
         self.max_bytes = max_bytes
         self._closed = False
@@ -43,15 +45,16 @@ class Spool:
             head = min(PREAMBLE - self.size, n)
             data = bytes(head) + bytes(data[head:])
         self._file.write(data)
-        self._hash.update(data)
+        if self._hash is not None:
+            self._hash.update(data)
         self.size += n
 
-    def finish(self) -> str:
-        """Close the file and return the hex SHA-256 of its content."""
+    def finish(self) -> str | None:
+        """Close the file; return the hex SHA-256 of its content when hashed on write."""
         if not self._closed:
             self._file.close()
             self._closed = True
-        return self._hash.hexdigest()
+        return self._hash.hexdigest() if self._hash is not None else None
 
     def discard(self) -> None:
         """Close and delete the temporary file (idempotent)."""
@@ -83,4 +86,15 @@ def spool_file(source: Path, directory: Path, max_bytes: int) -> tuple[Spool, st
     except BaseException:
         spool.discard()
         raise
-    return spool, spool.finish()
+    sha = spool.finish()
+    assert sha is not None
+    return spool, sha
+
+
+def sha256_of(path: Path) -> str:
+    """The hex SHA-256 of a file (hashlib releases the GIL on large buffers)."""
+    h = hashlib.sha256()
+    with path.open("rb", buffering=0) as f:
+        while chunk := f.read(1024 * 1024):
+            h.update(chunk)
+    return h.hexdigest()

@@ -17,6 +17,9 @@ class BlobStore(Protocol):
     def put_file(self, key: str, path: Path) -> None:
         """Durably store the file at ``path`` under ``key``; the file may be consumed (moved)."""
 
+    def put_files(self, items: list[tuple[str, Path]]) -> None:
+        """Durably store several files at once (a backend may share syncs between them)."""
+
     def open_range(self, key: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
         """Yield the bytes of ``key`` from ``offset`` (``length`` bytes or to the end)."""
 

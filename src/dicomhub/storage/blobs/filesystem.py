@@ -16,6 +16,15 @@ from dicomhub.storage.blobs.keys import is_key
 CHUNK = 1024 * 1024
 
 
+def fsync_file(path: Path) -> None:
+    """Flush a file's data and metadata to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def fsync_dir(path: Path) -> None:
     """Fsync a directory so a rename or create inside it is durable."""
     fd = os.open(path, os.O_RDONLY)
@@ -39,27 +48,32 @@ class FilesystemBlobStore:
 
     def put_file(self, key: str, path: Path) -> None:
         """Move ``path`` to ``key`` durably (fsync file, rename, fsync directory)."""
-        dest = self._path(key)
-        if dest.exists():
-            raise IntegrityError("blob key collision")
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        parent = dest.parent
-        if not parent.is_dir():
-            parent.mkdir(parents=True, exist_ok=True)
-            fsync_dir(parent.parent)
-            fsync_dir(parent.parent.parent)
-        try:
-            os.rename(path, dest)
-        except OSError as exc:
-            if exc.errno != 18:  # EXDEV: spool on another filesystem
-                raise
-            self._copy(path, dest)
-            path.unlink()
-        fsync_dir(parent)
+        self.put_files([(key, path)])
+
+    def put_files(self, items: list[tuple[str, Path]]) -> None:
+        """Move files into place: fsync each, rename each, then fsync each folder once."""
+        for _, path in items:
+            fsync_file(path)
+        folders: set[Path] = set()
+        for key, path in items:
+            dest = self._path(key)
+            if dest.exists():
+                raise IntegrityError("blob key collision")
+            parent = dest.parent
+            if parent not in folders and not parent.is_dir():
+                parent.mkdir(parents=True, exist_ok=True)
+                fsync_dir(parent.parent)
+                fsync_dir(parent.parent.parent)
+            folders.add(parent)
+            try:
+                os.rename(path, dest)
+            except OSError as exc:
+                if exc.errno != 18:  # EXDEV: spool on another filesystem
+                    raise
+                self._copy(path, dest)
+                path.unlink()
+        for folder in folders:
+            fsync_dir(folder)
 
     def _copy(self, src: Path, dest: Path) -> None:
         tmp = dest.with_name(dest.name + ".part")

@@ -14,9 +14,18 @@ _KEY_RE = re.compile(r"^[0-9a-f]{2}/[0-9a-f]{2}/[0-9a-f]{32}$")
 
 
 def new_key() -> str:
-    """Return a fresh random key such as ``3f/a9/3fa9...``."""
-    token = secrets.token_hex(16)
-    return f"{token[:2]}/{token[2:4]}/{token}"
+    """Return a fresh random key such as ``3f/a9/<32 hex>``."""
+    return new_keys(1)[0]
+
+
+def new_keys(n: int) -> list[str]:
+    """Return ``n`` fresh random keys that share one random folder.
+
+    Blobs written together then need one directory fsync instead of one each; the folder is
+    still random, so keys reveal nothing and spread evenly over the 65,536 folders.
+    """
+    folder = secrets.token_hex(2)
+    return [f"{folder[:2]}/{folder[2:]}/{secrets.token_hex(16)}" for _ in range(n)]
 
 
 def is_key(value: str) -> bool:

@@ -85,6 +85,30 @@ def find_instance_sha(
     return (int(row[0]), str(row[1]), str(row[2])) if row else None
 
 
+def find_instances_sha(conn: Connection, tenant_id: int, sop_uids: Sequence[str]) -> dict[str, str]:
+    """SHA-256 of each stored instance among ``sop_uids`` (missing ones are absent)."""
+    out: dict[str, str] = {}
+    uids = list(dict.fromkeys(sop_uids))
+    for i in range(0, len(uids), 500):
+        rows = conn.execute(
+            select(t.instance.c.sop_uid, t.instance.c.sha256).where(
+                t.instance.c.tenant_id == tenant_id, t.instance.c.sop_uid.in_(uids[i : i + 500])
+            )
+        )
+        out.update({str(u): str(h) for u, h in rows})
+    return out
+
+
+def reserve_pending_many(conn: Connection, tenant_id: int, blob_keys: Sequence[str]) -> None:
+    """Reserve several blob keys in one statement."""
+    if blob_keys:
+        now = time.time()
+        conn.execute(
+            insert(t.pending_blob),
+            [{"blob_key": k, "tenant_id": tenant_id, "created_at": now} for k in blob_keys],
+        )
+
+
 def instances(
     conn: Connection,
     tenant_id: int,
@@ -236,78 +260,133 @@ def _int_or_none(value: object) -> int | None:
     return value if isinstance(value, int) else None
 
 
-def commit_instance(
-    conn: Connection,
-    tenant_id: int,
-    p: ParsedInstance,
-    *,
-    blob_key: str,
-    size: int,
-    sha256: str,
-    metadata_text: str,
-    overwrite: bool,
-) -> CommitResult:
-    """Make an instance whose blob is durable visible, in the caller's write transaction.
+@dataclass(frozen=True, slots=True)
+class NewInstance:
+    """An instance whose blob is durable, waiting to be made visible."""
 
-    Handles the duplicate policy inside the transaction, so concurrent stores of one SOP
-    Instance UID resolve to exactly one copy.
+    parsed: ParsedInstance
+    blob_key: str
+    size: int
+    sha256: str
+    metadata_text: str
+
+
+def commit_instances(
+    conn: Connection, tenant_id: int, items: Sequence[NewInstance], *, overwrite: bool
+) -> list[CommitResult]:
+    """Make a batch of instances visible in the caller's write transaction (group commit).
+
+    The duplicate policy is applied inside the transaction, so concurrent stores of one SOP
+    Instance UID resolve to exactly one copy. Statements are batched per level: a batch of one
+    series costs a handful of statements whatever its size.
     """
     now = time.time()
-    release_pending(conn, blob_key)
-    existing = find_instance_sha(conn, tenant_id, p.sop_instance_uid)
-    if existing is not None:
-        pk, old_sha, old_key = existing
-        if old_sha == sha256:
-            return CommitResult("duplicate", obsolete_blob=blob_key)
-        if not overwrite:
-            return CommitResult("conflict", obsolete_blob=blob_key)
-        _replace_instance(conn, pk, p, blob_key=blob_key, size=size, sha256=sha256)
-        conn.execute(
-            update(t.instance_metadata)
-            .where(t.instance_metadata.c.instance_pk == pk)
-            .values(json=metadata_text)
-        )
-        _change(conn, tenant_id, "updated", "instance", p, now)
-        return CommitResult("overwritten", obsolete_blob=old_key)
-
-    study_pk, modalities = _get_or_create_study(conn, tenant_id, p, now)
-    series_pk, new_series = _get_or_create_series(conn, tenant_id, study_pk, p, now)
-    res = conn.execute(
-        insert(t.instance).values(
-            tenant_id=tenant_id,
-            series_pk=series_pk,
-            study_pk=study_pk,
-            sop_uid=p.sop_instance_uid,
-            sop_class_uid=p.sop_class_uid,
-            transfer_syntax_uid=p.transfer_syntax_uid,
-            blob_key=blob_key,
-            size=size,
-            sha256=sha256,
-            created_at=now,
-            **_instance_columns(p),
-        )
-    )
-    instance_pk = int(res.inserted_primary_key[0])  # type: ignore[index]
-    conn.execute(insert(t.instance_metadata).values(instance_pk=instance_pk, json=metadata_text))
     conn.execute(
-        update(t.series)
-        .where(t.series.c.pk == series_pk)
-        .values(num_instances=t.series.c.num_instances + 1)
+        delete(t.pending_blob).where(t.pending_blob.c.blob_key.in_([i.blob_key for i in items]))
     )
-    values: dict[str, Any] = {
-        "num_instances": t.study.c.num_instances + 1,
-        "updated_at": now,
-    }
-    if new_series:
-        values["num_series"] = t.study.c.num_series + 1
-    modality = p.series.get("modality")
-    if isinstance(modality, str) and modality:
-        mods = set(modalities.split("\\")) if modalities else set()
-        if modality not in mods:
-            values["modalities"] = "\\".join(sorted(mods | {modality}))
-    conn.execute(update(t.study).where(t.study.c.pk == study_pk).values(**values))
-    _change(conn, tenant_id, "stored", "instance", p, now)
-    return CommitResult("stored")
+    existing = _existing(conn, tenant_id, [i.parsed.sop_instance_uid for i in items])
+    results: list[CommitResult | None] = [None] * len(items)
+    fresh: list[tuple[int, NewInstance]] = []
+    seen: dict[str, str] = {}
+    for pos, item in enumerate(items):
+        sop = item.parsed.sop_instance_uid
+        if sop in seen:  # the same instance twice in one batch
+            same = seen[sop] == item.sha256
+            results[pos] = CommitResult("duplicate" if same else "conflict", item.blob_key)
+            continue
+        seen[sop] = item.sha256
+        old = existing.get(sop)
+        if old is None:
+            fresh.append((pos, item))
+        elif old[1] == item.sha256:
+            results[pos] = CommitResult("duplicate", obsolete_blob=item.blob_key)
+        elif not overwrite:
+            results[pos] = CommitResult("conflict", obsolete_blob=item.blob_key)
+        else:
+            _replace_instance(conn, old[0], item)
+            _changes(conn, tenant_id, "updated", [item.parsed], now)
+            results[pos] = CommitResult("overwritten", obsolete_blob=old[2])
+    if fresh:
+        _insert_fresh(conn, tenant_id, [item for _, item in fresh], now)
+        for pos, _ in fresh:
+            results[pos] = CommitResult("stored")
+    return [r if r is not None else CommitResult("conflict") for r in results]
+
+
+def _existing(conn: Connection, tenant_id: int, sops: list[str]) -> dict[str, tuple[int, str, str]]:
+    rows = conn.execute(
+        select(
+            t.instance.c.sop_uid, t.instance.c.pk, t.instance.c.sha256, t.instance.c.blob_key
+        ).where(t.instance.c.tenant_id == tenant_id, t.instance.c.sop_uid.in_(sops))
+    )
+    return {str(r[0]): (int(r[1]), str(r[2]), str(r[3])) for r in rows}
+
+
+def _insert_fresh(conn: Connection, tenant_id: int, items: list[NewInstance], now: float) -> None:
+    studies: dict[str, tuple[int, str]] = {}
+    series: dict[str, tuple[int, bool]] = {}
+    per_series: dict[int, int] = {}
+    per_study: dict[int, tuple[int, int, set[str]]] = {}
+    rows: list[dict[str, Any]] = []
+    for item in items:
+        p = item.parsed
+        if p.study_instance_uid not in studies:
+            studies[p.study_instance_uid] = _get_or_create_study(conn, tenant_id, p, now)
+        study_pk, _ = studies[p.study_instance_uid]
+        if p.series_instance_uid not in series:
+            series[p.series_instance_uid] = _get_or_create_series(conn, tenant_id, study_pk, p, now)
+            n_inst, n_series, mods = per_study.get(study_pk, (0, 0, set()))
+            new_series = series[p.series_instance_uid][1]
+            modality = p.series.get("modality")
+            if isinstance(modality, str) and modality:
+                mods.add(modality)
+            per_study[study_pk] = (n_inst, n_series + int(new_series), mods)
+        series_pk = series[p.series_instance_uid][0]
+        per_series[series_pk] = per_series.get(series_pk, 0) + 1
+        n_inst, n_series, mods = per_study[study_pk]
+        per_study[study_pk] = (n_inst + 1, n_series, mods)
+        rows.append(
+            {
+                "tenant_id": tenant_id,
+                "series_pk": series_pk,
+                "study_pk": study_pk,
+                "sop_uid": p.sop_instance_uid,
+                "sop_class_uid": p.sop_class_uid,
+                "transfer_syntax_uid": p.transfer_syntax_uid,
+                "blob_key": item.blob_key,
+                "size": item.size,
+                "sha256": item.sha256,
+                "created_at": now,
+                **_instance_columns(p),
+            }
+        )
+    conn.execute(insert(t.instance), rows)
+    pks = _existing(conn, tenant_id, [i.parsed.sop_instance_uid for i in items])
+    conn.execute(
+        insert(t.instance_metadata),
+        [
+            {"instance_pk": pks[i.parsed.sop_instance_uid][0], "json": i.metadata_text}
+            for i in items
+        ],
+    )
+    for series_pk, n in per_series.items():
+        conn.execute(
+            update(t.series)
+            .where(t.series.c.pk == series_pk)
+            .values(num_instances=t.series.c.num_instances + n)
+        )
+    for study_pk, (n_inst, n_series, mods) in per_study.items():
+        values: dict[str, Any] = {
+            "num_instances": t.study.c.num_instances + n_inst,
+            "num_series": t.study.c.num_series + n_series,
+            "updated_at": now,
+        }
+        old_mods = next(m for pk, m in studies.values() if pk == study_pk)
+        known = set(old_mods.split("\\")) if old_mods else set()
+        if not mods <= known:
+            values["modalities"] = "\\".join(sorted(known | mods))
+        conn.execute(update(t.study).where(t.study.c.pk == study_pk).values(**values))
+    _changes(conn, tenant_id, "stored", [i.parsed for i in items], now)
 
 
 def _instance_columns(p: ParsedInstance) -> dict[str, Any]:
@@ -324,36 +403,44 @@ def _instance_columns(p: ParsedInstance) -> dict[str, Any]:
     }
 
 
-def _replace_instance(
-    conn: Connection, pk: int, p: ParsedInstance, *, blob_key: str, size: int, sha256: str
-) -> None:
+def _replace_instance(conn: Connection, pk: int, item: NewInstance) -> None:
+    p = item.parsed
     conn.execute(
         update(t.instance)
         .where(t.instance.c.pk == pk)
         .values(
             sop_class_uid=p.sop_class_uid,
             transfer_syntax_uid=p.transfer_syntax_uid,
-            blob_key=blob_key,
-            size=size,
-            sha256=sha256,
+            blob_key=item.blob_key,
+            size=item.size,
+            sha256=item.sha256,
             **_instance_columns(p),
         )
     )
+    conn.execute(
+        update(t.instance_metadata)
+        .where(t.instance_metadata.c.instance_pk == pk)
+        .values(json=item.metadata_text)
+    )
 
 
-def _change(
-    conn: Connection, tenant_id: int, kind: str, level: str, p: ParsedInstance, now: float
+def _changes(
+    conn: Connection, tenant_id: int, kind: str, parsed: list[ParsedInstance], now: float
 ) -> None:
     conn.execute(
-        insert(t.change).values(
-            tenant_id=tenant_id,
-            kind=kind,
-            level=level,
-            study_uid=p.study_instance_uid,
-            series_uid=p.series_instance_uid,
-            sop_uid=p.sop_instance_uid,
-            at=now,
-        )
+        insert(t.change),
+        [
+            {
+                "tenant_id": tenant_id,
+                "kind": kind,
+                "level": "instance",
+                "study_uid": p.study_instance_uid,
+                "series_uid": p.series_instance_uid,
+                "sop_uid": p.sop_instance_uid,
+                "at": now,
+            }
+            for p in parsed
+        ],
     )
 
 

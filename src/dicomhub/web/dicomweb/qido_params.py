@@ -11,7 +11,8 @@ The query string carries (PS3.18 §8.3.4):
 Anything else is a 400. Valid attributes that are not supported matching keys at the level are
 not used for matching; they are reported in :attr:`Query.unsupported` so the response carries
 the Warning of PS3.18 §10.6.3, and returned like ``includefield`` ones. Every count and size is
-bounded. Reasons never quote values (they may be PHI); UIDs and keywords are fine.
+bounded: 100 parameters, values of 1024 characters, except UID lists (1000 UIDs, which need
+more). Reasons never quote values (they may be PHI); UIDs and keywords are fine.
 """
 
 from __future__ import annotations
@@ -24,12 +25,14 @@ from dicomhub.domain.query import MAX_UIDS, Level, Match, Query, parse_matcher
 from dicomhub.domain.uids import validate_uid
 from dicomhub.errors import InvalidInput
 
-__all__ = ["MAX_OFFSET", "MAX_PARAMETERS", "MAX_VALUE_CHARS", "parse_query"]
+__all__ = ["MAX_OFFSET", "MAX_PARAMETERS", "MAX_UID_LIST_CHARS", "MAX_VALUE_CHARS", "parse_query"]
 
 #: Most query parameters accepted in one request.
 MAX_PARAMETERS: Final = 100
 #: Longest parameter value accepted (characters).
 MAX_VALUE_CHARS: Final = 1024
+#: Longest UID list value accepted: :data:`MAX_UIDS` UIDs of 64 characters and separators.
+MAX_UID_LIST_CHARS: Final = MAX_UIDS * 65
 #: Largest ``offset`` accepted.
 MAX_OFFSET: Final = 2**31 - 1
 #: Deepest sequence path accepted in a key (``a.b.c``...).
@@ -71,10 +74,6 @@ def parse_query(
         raise InvalidInput(f"more than {MAX_PARAMETERS} query parameters")
     builder = _Builder(level)
     for name, value in params:
-        if len(value) > MAX_VALUE_CHARS:
-            raise InvalidInput(
-                f"value of query parameter {_shown(name)} longer than {MAX_VALUE_CHARS}"
-            )
         builder.add(name, value)
     limit = default_limit if builder.limit is None else min(builder.limit, max_limit)
     return Query(
@@ -89,6 +88,10 @@ def parse_query(
         offset=builder.offset or 0,
         unsupported=tuple(dict.fromkeys(builder.unsupported)),
     )
+
+
+def _too_long(name: str, limit: int) -> None:
+    raise InvalidInput(f"value of query parameter {_shown(name)} longer than {limit} characters")
 
 
 def _shown(name: str) -> str:
@@ -113,6 +116,8 @@ class _Builder:
         self._seen_keys: set[str] = set()
 
     def add(self, name: str, value: str) -> None:
+        if len(value) > MAX_UID_LIST_CHARS:
+            _too_long(name, MAX_UID_LIST_CHARS)
         control = name.lower()
         if control == "includefield":
             self._include(value)
@@ -120,6 +125,8 @@ class _Builder:
             if control in self._seen_control:
                 raise InvalidInput(f"query parameter {control!r} given more than once")
             self._seen_control.add(control)
+            if len(value) > MAX_VALUE_CHARS:
+                _too_long(control, MAX_VALUE_CHARS)
             if control == "fuzzymatching":
                 self.fuzzy = _boolean(control, value)
             elif control == "limit":
@@ -130,6 +137,8 @@ class _Builder:
             self._key(name, value)
 
     def _include(self, value: str) -> None:
+        if len(value) > MAX_VALUE_CHARS:
+            _too_long("includefield", MAX_VALUE_CHARS)
         for item in value.split(","):
             field = item.strip()
             if not field:
@@ -150,6 +159,9 @@ class _Builder:
                 f"attribute {'.'.join(a.keyword for a in path)} given more than once"
             )
         self._seen_keys.add(dedup)
+        uid_list = len(path) == 1 and attr.vr == "UI"
+        if not uid_list and len(value) > MAX_VALUE_CHARS:
+            _too_long(name, MAX_VALUE_CHARS)
         if len(path) > 1:
             # Sequence matching (PS3.4 C.2.2.2.6) is optional: ignore the key, warn, and
             # return the sequence.
@@ -161,7 +173,7 @@ class _Builder:
                 self.unsupported.append(attr.keyword)
             self.include.append(attr.tag)
             return
-        if attr.vr == "UI":
+        if uid_list:
             # PS3.18 §8.3.4.1: a UID list may be separated by commas or (escaped) backslashes.
             value = value.replace(",", "\\")
         matcher = parse_matcher(attr.vr, value, attr.keyword, max_uids=MAX_UIDS)

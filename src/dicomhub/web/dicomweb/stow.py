@@ -9,6 +9,7 @@ Module (PS3.18 §10.5.3) as DICOM JSON.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -141,41 +142,92 @@ def _check_request(request: Request, max_bytes: int) -> bytes:
     return boundary.encode("latin-1")
 
 
+BATCH = 32  # instances committed together (group commit)
+IN_FLIGHT = 4  # instances parsed concurrently while the body is still arriving
+
+
+class _Pipeline:
+    """Prepares parts in worker threads while the body streams in; commits them in batches."""
+
+    def __init__(self, request: Request, study: str | None, report: StoreReport) -> None:
+        self.archive = archive_of(request)
+        self.tenant_id = tenant_of(request)
+        self.study = study
+        self.report = report
+        self.tasks: list[asyncio.Task[ingest.Prepared | errors.DicomhubError]] = []
+        self.slots = asyncio.Semaphore(IN_FLIGHT)
+
+    async def _prepare(
+        self, spool: Spool, sha: str | None
+    ) -> ingest.Prepared | errors.DicomhubError:
+        try:
+            return await run_in_threadpool(
+                ingest.prepare, self.archive, spool, sha, expected_study=self.study
+            )
+        except errors.DicomhubError as exc:
+            return exc
+        finally:
+            self.slots.release()
+
+    async def add(self, spool: Spool) -> None:
+        """Schedule a finished part; flush a batch when enough parts are waiting."""
+        sha = spool.finish()
+        await self.slots.acquire()
+        self.tasks.append(asyncio.create_task(self._prepare(spool, sha)))
+        if len(self.tasks) >= BATCH:
+            await self.flush()
+
+    def fail(self, exc: errors.DicomhubError) -> None:
+        """Record a part that failed before it could be prepared."""
+        self.report.fail(exc)
+
+    async def flush(self) -> None:
+        """Wait for scheduled parts and commit the prepared ones, in arrival order."""
+        tasks, self.tasks = self.tasks, []
+        outcomes = await asyncio.gather(*tasks)
+        ready = [o for o in outcomes if isinstance(o, ingest.Prepared)]
+        committed = iter(
+            await run_in_threadpool(ingest.commit, self.archive, self.tenant_id, ready)
+            if ready
+            else []
+        )
+        for outcome in outcomes:
+            result = next(committed) if isinstance(outcome, ingest.Prepared) else outcome
+            if isinstance(result, errors.DicomhubError):
+                self.report.fail(result)
+            else:
+                self.report.ok(result)
+
+    async def abort(self) -> None:
+        """Discard everything scheduled (the request failed)."""
+        tasks, self.tasks = self.tasks, []
+        for outcome in await asyncio.gather(*tasks, return_exceptions=True):
+            if isinstance(outcome, ingest.Prepared):
+                outcome.spool.discard()
+
+
 async def store_instances(request: Request) -> Response:
     """POST /studies and /studies/{study}: store every part, report each outcome."""
-    archive = archive_of(request)
-    settings = archive.settings
-    tenant_id = tenant_of(request)
+    settings = archive_of(request).settings
     study = request.path_params.get("study")
     if study is not None:
         study = validate_uid(study, "Study Instance UID")
     boundary = _check_request(request, settings.max_request_bytes)
     parser = MultipartParser(boundary, max_parts=settings.max_parts)
     report = StoreReport(base_url(request), None)
+    pipeline = _Pipeline(request, study, report)
     spool: Spool | None = None
     part_error: errors.DicomhubError | None = None
     received = 0
 
-    async def finish_part() -> None:
+    async def end_part() -> None:
         nonlocal spool, part_error
         current, spool = spool, None
         if part_error is not None:
-            report.fail(part_error)
+            pipeline.fail(part_error)
             part_error = None
-            if current is not None:
-                current.discard()
-            return
-        if current is None:
-            return
-        sha = current.finish()
-        try:
-            stored = await run_in_threadpool(
-                ingest.store, archive, tenant_id, current, sha, expected_study=study
-            )
-        except errors.DicomhubError as exc:
-            report.fail(exc)
-        else:
-            report.ok(stored)
+        elif current is not None:
+            await pipeline.add(current)
 
     try:
         async for chunk in request.stream():
@@ -185,24 +237,29 @@ async def store_instances(request: Request) -> Response:
                     f"request larger than the limit of {settings.max_request_bytes} bytes"
                 )
             for event in parser.feed(chunk):
-                if isinstance(event, PartStart):
-                    spool, part_error = _start_part(
-                        event, settings.tmp_dir, settings.max_instance_bytes
-                    )
-                elif isinstance(event, PartData):
+                if isinstance(event, PartData):
                     if spool is not None:
                         try:
                             spool.write(event.data)
                         except errors.PayloadTooLarge as exc:
                             spool, part_error = None, exc
-                elif isinstance(event, PartEnd):
-                    await finish_part()
+                elif isinstance(event, PartStart):
+                    spool, part_error = _start_part(
+                        event, settings.tmp_dir, settings.max_instance_bytes
+                    )
+                else:
+                    await end_part()
         for event in parser.close():
             if isinstance(event, PartEnd):
-                await finish_part()
+                await end_part()
+        await pipeline.flush()
     except ClientDisconnect:
+        await pipeline.abort()
         log.info("STOW-RS client disconnected; %d instances stored", len(report.referenced))
         raise errors.InvalidInput("client disconnected before the end of the request") from None
+    except BaseException:
+        await pipeline.abort()
+        raise
     finally:
         if spool is not None:
             spool.discard()
@@ -219,7 +276,7 @@ def _start_part(
         media, _ = parse_content_type(ctype)
         if media != DICOM:
             return None, errors.UnsupportedMediaType(f"part media type {media} is not {DICOM}")
-    return Spool(tmp_dir, max_bytes), None
+    return Spool(tmp_dir, max_bytes, hash_on_write=False), None
 
 
 def routes() -> list[BaseRoute]:

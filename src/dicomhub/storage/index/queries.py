@@ -1,0 +1,319 @@
+r"""Search queries: :class:`~dicomhub.domain.query.Query` -> SQLAlchemy Core (PS3.4 C.2.2.2).
+
+Every statement starts with the tenant condition and is answered from the index columns and
+the level JSON texts; no blob is ever opened. Matching rules:
+
+* single value: equality (integers as numbers; TM as the span of its precision);
+* wildcard: ``LIKE`` with ``*`` -> ``%`` and ``?`` -> ``_``, the literal parts escaped with
+  ``\`` (``ESCAPE '\'``). SQLite runs with ``PRAGMA case_sensitive_like=ON`` so matching is
+  case-sensitive as PS3.4 C.2.2.2.4 requires;
+* fuzzy PN (PS3.18 §8.3.4.1): ``LIKE '% ' || fold(value) || '%'`` on the ``*_fuzzy`` column
+  (see :func:`~dicomhub.domain.person_name.fuzzy_key`): any name component, by prefix, case-
+  and accent-insensitive;
+* DA ranges: string comparison of ``YYYYMMDD``; TM ranges: comparison of the stored time
+  normalised to ``HHMMSS.FFFFFF`` (``HH`` and ``HHMM`` precision handled);
+* UID lists: ``IN``; Modalities in Study: ``EXISTS`` over the study's series.
+
+An empty or NULL column never matches a non-universal key. Results are ordered
+deterministically and ``limit + 1`` rows are fetched so the caller knows if more exist.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any, Final
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    FromClause,
+    RowMapping,
+    Select,
+    Table,
+    and_,
+    case,
+    exists,
+    false,
+    func,
+    literal,
+    or_,
+    select,
+    true,
+)
+
+from dicomhub.domain.attributes import ATTRIBUTES, BY_TAG, Attribute
+from dicomhub.domain.person_name import fold
+from dicomhub.domain.query import (
+    INTEGER_VRS,
+    AnyOf,
+    Level,
+    Match,
+    Matcher,
+    Query,
+    Range,
+    SingleValue,
+    UidList,
+    Universal,
+    Wildcard,
+    time_bounds,
+)
+from dicomhub.errors import InvalidInput
+from dicomhub.storage.index import tables as t
+
+__all__ = ["JSON_LABELS", "like_pattern", "search_rows", "search_statement"]
+
+_TABLES: Final[dict[str, Table]] = {
+    "patient": t.patient,
+    "study": t.study,
+    "series": t.series,
+    "instance": t.instance,
+}
+#: Tables joined for a query at each level.
+_JOINED: Final[dict[Level, tuple[str, ...]]] = {
+    Level.PATIENT: ("patient",),
+    Level.STUDY: ("patient", "study"),
+    Level.SERIES: ("patient", "study", "series"),
+    Level.INSTANCE: ("patient", "study", "series", "instance"),
+}
+#: Result label of each level's DICOM JSON text.
+JSON_LABELS: Final[dict[Level, str]] = {
+    Level.PATIENT: "patient_attrs",
+    Level.STUDY: "study_attrs",
+    Level.SERIES: "series_attrs",
+}
+_SEPARATORS: Final = re.compile(r"[\^=,\s]+")  # as in person_name.fuzzy_key
+
+
+def _column(name: str) -> Any:
+    table, column = name.split(".")
+    return _TABLES[table].c[column]
+
+
+def column_label(attr: Attribute) -> str:
+    """Result label of the column backing ``attr``."""
+    return f"c{attr.tag}"
+
+
+def search_statement(
+    query: Query, tenant_id: int, json_levels: Iterable[Level] = ()
+) -> Select[Any]:
+    """The SELECT answering ``query`` for ``tenant_id``.
+
+    Args:
+        query: The query.
+        tenant_id: The caller's tenant; always the first condition.
+        json_levels: Levels whose stored DICOM JSON text is selected (labels in
+            :data:`JSON_LABELS`); only PATIENT, STUDY and SERIES have one.
+
+    Returns:
+        A statement selecting the UIDs (``study_uid``, ``series_uid``, ``sop_uid``), the pk of
+        the result level (``pk``), every column-backed attribute (labels from
+        :func:`column_label`) of the joined tables, and the requested JSON texts; ordered,
+        with ``LIMIT limit + 1 OFFSET offset``.
+    """
+    level = query.level
+    joined = _JOINED[level]
+    base = _TABLES[joined[-1]]
+    conditions: list[ColumnElement[bool]] = [base.c.tenant_id == tenant_id]
+    # The pk joins already stay within the tenant; repeating the condition on every joined
+    # table lets the planner use the (tenant_id, ...) indexes of any level.
+    conditions += [_TABLES[name].c.tenant_id == tenant_id for name in joined[:-1]]
+    if query.study_uid is not None:
+        conditions.append(t.study.c.study_uid == query.study_uid)
+    if query.series_uid is not None and level.rank >= Level.SERIES.rank:
+        conditions.append(t.series.c.series_uid == query.series_uid)
+    for match in query.filters():
+        conditions.append(_condition(match, query.fuzzy, joined))
+
+    columns: list[Any] = [base.c.pk.label("pk")]
+    if "study" in joined:
+        columns.append(t.study.c.study_uid.label("study_uid"))
+    if "series" in joined:
+        columns.append(t.series.c.series_uid.label("series_uid"))
+    if "instance" in joined:
+        columns.append(t.instance.c.sop_uid.label("sop_uid"))
+    for attr in ATTRIBUTES:
+        if attr.column is not None and attr.column.split(".")[0] in joined:
+            columns.append(_column(attr.column).label(column_label(attr)))
+    for json_level in dict.fromkeys(json_levels):
+        label = JSON_LABELS.get(json_level)
+        if label is not None and json_level.value.lower() in joined:
+            columns.append(_TABLES[json_level.value.lower()].c.attrs.label(label))
+
+    stmt = (
+        select(*columns)
+        .select_from(_from(level))
+        .where(and_(*conditions))
+        .order_by(*_order(level))
+        .limit(query.limit + 1)
+        .offset(query.offset)
+    )
+    return stmt
+
+
+def search_rows(
+    conn: Connection, query: Query, tenant_id: int, json_levels: Iterable[Level] = ()
+) -> tuple[list[RowMapping], bool]:
+    """Run :func:`search_statement`; return at most ``query.limit`` rows and whether more exist."""
+    rows = list(conn.execute(search_statement(query, tenant_id, json_levels)).mappings())
+    truncated = len(rows) > query.limit
+    return rows[: query.limit], truncated
+
+
+def _from(level: Level) -> FromClause:
+    if level is Level.PATIENT:
+        return t.patient
+    study = t.study.join(t.patient, t.patient.c.pk == t.study.c.patient_pk)
+    if level is Level.STUDY:
+        return study
+    if level is Level.SERIES:
+        return t.series.join(t.study, t.study.c.pk == t.series.c.study_pk).join(
+            t.patient, t.patient.c.pk == t.study.c.patient_pk
+        )
+    return (
+        t.instance.join(t.series, t.series.c.pk == t.instance.c.series_pk)
+        .join(t.study, t.study.c.pk == t.instance.c.study_pk)
+        .join(t.patient, t.patient.c.pk == t.study.c.patient_pk)
+    )
+
+
+def _order(level: Level) -> list[Any]:
+    if level is Level.PATIENT:
+        return [t.patient.c.patient_id, t.patient.c.pk]
+    if level is Level.STUDY:
+        return [
+            t.study.c.study_date.desc().nulls_last(),
+            t.study.c.study_time.desc().nulls_last(),
+            t.study.c.pk,
+        ]
+    if level is Level.SERIES:
+        return [t.series.c.series_number.asc().nulls_last(), t.series.c.pk]
+    return [
+        t.series.c.series_number.asc().nulls_last(),
+        t.series.c.pk,
+        t.instance.c.instance_number.asc().nulls_last(),
+        t.instance.c.pk,
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# matching
+
+
+def _condition(match: Match, fuzzy: bool, joined: tuple[str, ...]) -> ColumnElement[bool]:
+    attr = BY_TAG.get(match.tag)
+    if attr is None or attr.column is None or attr.column.split(".")[0] not in joined:
+        raise InvalidInput(f"{match.keyword} is not supported as a matching key at this level")
+    if attr.exists_column is not None:
+        return _exists(attr.exists_column, match.matcher)
+    if fuzzy and attr.fuzzy_column is not None:
+        return _fuzzy(_column(attr.fuzzy_column), match.matcher)
+    return _value(_column(attr.column), attr.vr, match.matcher)
+
+
+def _exists(column_name: str, matcher: Matcher) -> ColumnElement[bool]:
+    """Some series of the study has a matching value (Modalities in Study)."""
+    table, column = column_name.split(".")
+    if table != "series":
+        raise InvalidInput(f"unsupported EXISTS column {column_name}")
+    inner = t.series.alias("mis")
+    cond = _value(inner.c[column], "CS", matcher)
+    return exists(select(literal(1)).where(inner.c.study_pk == t.study.c.pk, cond))
+
+
+def _value(col: Any, vr: str, matcher: Matcher) -> ColumnElement[bool]:
+    if isinstance(matcher, SingleValue):
+        if vr in INTEGER_VRS:
+            return col == int(matcher.value)  # type: ignore[no-any-return]
+        if vr == "TM":
+            first, last = time_bounds(matcher.value)
+            return _time_between(col, first, last)
+        return col == matcher.value  # type: ignore[no-any-return]
+    if isinstance(matcher, Wildcard):
+        return col.like(like_pattern(matcher), escape="\\")  # type: ignore[no-any-return]
+    if isinstance(matcher, UidList):
+        return col.in_(matcher.uids)  # type: ignore[no-any-return]
+    if isinstance(matcher, AnyOf):
+        return or_(*(_value(col, vr, option) for option in matcher.options))
+    if isinstance(matcher, Range):
+        return _range(col, vr, matcher)
+    if isinstance(matcher, Universal):
+        return true()
+    raise InvalidInput(f"unsupported matcher {type(matcher).__name__}")
+
+
+def _range(col: Any, vr: str, matcher: Range) -> ColumnElement[bool]:
+    if vr == "DA":
+        conds = [col.isnot(None), col != ""]
+        if matcher.lower is not None:
+            conds.append(col >= matcher.lower)
+        if matcher.upper is not None:
+            conds.append(col <= matcher.upper)
+        return and_(*conds)
+    if vr == "TM":
+        first = time_bounds(matcher.lower)[0] if matcher.lower is not None else None
+        last = time_bounds(matcher.upper)[1] if matcher.upper is not None else None
+        return _time_between(col, first, last)
+    if vr == "DT":
+        # No DT column is indexed; a DT range can never reach here from the attribute table.
+        return false()
+    raise InvalidInput(f"range matching is not defined for VR {vr} (PS3.4 C.2.2.2.5)")
+
+
+def _normalised_time(col: Any) -> Any:
+    """SQL for a stored TM as ``HHMMSS.FFFFFF`` (``HH`` -> ``HH0000``, fraction padded)."""
+    hms = func.substr(col + literal("0000"), 1, 6)
+    frac = case(
+        (col.like("%.%"), func.substr(col + literal("000000"), 8, 6)),
+        else_=literal("000000"),
+    )
+    return hms + literal(".") + frac
+
+
+def _time_between(col: Any, first: str | None, last: str | None) -> ColumnElement[bool]:
+    norm = _normalised_time(col)
+    conds = [col.isnot(None), col != ""]
+    if first is not None:
+        conds.append(norm >= first)
+    if last is not None:
+        conds.append(norm <= last)
+    return and_(*conds)
+
+
+def _escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def like_pattern(wildcard: Wildcard) -> str:
+    r"""The LIKE pattern (``ESCAPE '\'``) of a DICOM wildcard value (PS3.4 C.2.2.2.4)."""
+    out: list[str] = []
+    for kind, text in wildcard.parts():
+        if kind == "lit":
+            out.append(_escape(text))
+        else:
+            out.append("%" if kind == "any" else "_")
+    return "".join(out)
+
+
+def _fuzzy_words(value: str) -> list[str]:
+    """The LIKE fragments of each folded component of a PN query value (wildcards kept)."""
+    words = [w for w in _SEPARATORS.split(fold(value)) if w]
+    return [like_pattern(Wildcard(w)) for w in words]
+
+
+def _fuzzy(col: Any, matcher: Matcher) -> ColumnElement[bool]:
+    """PN fuzzy matching on the ``fuzzy_key`` column (PS3.18 §8.3.4.1)."""
+    if isinstance(matcher, AnyOf):
+        return or_(*(_fuzzy(col, option) for option in matcher.options))
+    if isinstance(matcher, SingleValue):
+        value = matcher.value
+    elif isinstance(matcher, Wildcard):
+        value = matcher.pattern
+    else:
+        raise InvalidInput("fuzzy matching applies to single values and wildcards only")
+    words = _fuzzy_words(value)
+    if not words:
+        return col.isnot(None)  # type: ignore[no-any-return]
+    pattern = "% " + " ".join(words) + "%"
+    return col.like(pattern, escape="\\")  # type: ignore[no-any-return]
