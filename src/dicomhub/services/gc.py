@@ -25,4 +25,22 @@ def collect_stale_pending(archive: Archive, older_than_s: float | None = None) -
             index.release_pending(conn, key)
     if keys:
         log.info("collected %d stale pending blob reservations", len(keys))
+    collect_stale_spools(archive, timeout)
     return len(keys)
+
+
+def collect_stale_spools(archive: Archive, older_than_s: float) -> int:
+    """Remove upload spool files older than ``older_than_s`` (left by a crash or a kill)."""
+    cutoff = time.time() - older_than_s
+    removed = 0
+    tmp = archive.settings.tmp_dir
+    if not tmp.is_dir():
+        return 0
+    for path in tmp.glob("spool-*"):
+        try:
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+        except FileNotFoundError:
+            continue
+    return removed
