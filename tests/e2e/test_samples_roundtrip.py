@@ -8,7 +8,6 @@ attributes and WADO metadata agree with pydicom's reading of the file. Malformed
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -54,7 +53,9 @@ def stow(base: str, data: bytes) -> httpx.Response:
     return httpx.post(
         f"{base}/studies",
         content=body,
-        headers={"Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}'},
+        headers={
+            "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}'
+        },
         timeout=60,
     )
 
