@@ -50,7 +50,6 @@ MAX_INFLATED_SIZE: Final = 512 * 1024 * 1024
 _PREAMBLE: Final = 128
 _TS_TAG: Final = 0x00020010
 _MS_SOP_CLASS_TAG: Final = 0x00020002
-_MS_SOP_INSTANCE_TAG: Final = 0x00020003
 _EXTENDED_OFFSET_TABLE: Final = 0x7FE00001
 _PIXEL_DATA_PREFERENCE: Final = (0x7FE00010, 0x7FE00008, 0x7FE00009)
 
@@ -199,12 +198,9 @@ def _parse(
     sop_instance_uid = _uid(ds, "SOPInstanceUID")
     study_instance_uid = _uid(ds, "StudyInstanceUID")
     series_instance_uid = _uid(ds, "SeriesInstanceUID")
-    ms_instance = meta.text(_MS_SOP_INSTANCE_TAG)
-    if ms_instance is not None and ms_instance != sop_instance_uid:
-        raise InvalidDicom(
-            f"Media Storage SOP Instance UID {ms_instance[:64]} differs from SOP Instance UID "
-            f"{sop_instance_uid} (PS3.10 §7.1)"
-        )
+    # A Media Storage SOP Instance UID (0002,0003) that differs from the data set's SOP
+    # Instance UID violates PS3.10 §7.1, but real exports (RT planning systems, some modality
+    # writers) do it. The data set is authoritative: it is indexed and the file is kept as is.
 
     bulk = {} if deflated else walk.bulk
     metadata = dataset_to_json(
