@@ -3,17 +3,22 @@
 with capability guards so that a server that lacks a feature gets "unsupported" entries instead of
 bogus figures or a crash.
 
-The harness is imported, not copied: this file only wraps three of its functions before handing the
-command line to ``run_all.main``:
+The harness is imported, not copied: this file only wraps some of its functions before handing
+the command line to ``run_all.main``:
 
 * ``bench_cstore.run`` / ``bench_qido.run_cfind`` (DIMSE C-STORE / C-FIND): with ``--dimse auto``
   (default) the target's DIMSE port is probed once with a C-ECHO association; if no association can
-  be established, every DIMSE case returns ``{"unsupported": true, ...}`` and is not run.  Without this
-  guard ``storescu`` against a closed port "finishes" 2,000 instances in a few milliseconds and the
-  harness would report an absurd rate; and the harness's table printer crashes on a C-FIND result
-  without ``per_query``.
+  be established, every DIMSE case returns ``{"unsupported": true, ...}`` and is not run.
+  Without this guard ``storescu`` against a closed port "finishes" 2,000 instances in a few
+  milliseconds and the harness would report an absurd rate; and the harness's table printer crashes
+  on a C-FIND result without ``per_query``.
+* ``bench_qido.run`` / ``bench_wado.run``: the first request of every QIDO query kind and of every
+  WADO case is probed; a 404/405/406/501 answer marks that kind / case ``unsupported`` (its
+  latencies would be those of an error page).  5xx answers stay errors.
 * ``bench_render.run`` (``/rendered``): one CT instance is fetched as ``image/png`` first; if the
   answer is not a 200 PNG the phase returns ``{"unsupported": true, "cases": {}}``.
+
+Probe outcomes, the repo commit and the server version are added to the JSON as ``bench_meta``.
 
 It also pre-loads the main corpus (reset + STOW c4) when data-dependent phases are requested without
 the ``ingest`` phase, so ``--only qido`` works from any state.
@@ -21,8 +26,10 @@ the ``ingest`` phase, so ``--only qido`` works from any state.
 Every argument other than the ones below goes to ``run_all.py`` unchanged
 (``--target-file``, ``--only``, ``--skip``, ``--repeats``, ``--corpus``, ``--out``, ...).
 
-  harness_run.py [--harness DIR] [--dimse auto|on|off] [--render auto|on|off] -- <run_all args>
+  harness_run.py [--harness DIR] [--dimse auto|on|off] [--render auto|on|off]
+                 [--version-cmd CMD] -- <run_all args>
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,10 +37,11 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
-BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(BENCH_DIR)
-DEFAULT_HARNESS = os.path.normpath(os.path.join(REPO, "..", "shared", "bench"))
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+DEFAULT_HARNESS = str(REPO.parent / "shared" / "bench")
 
 UNSUPPORTED = "not supported by the target (probe failed)"
 
@@ -45,8 +53,10 @@ def log(msg):
 def probe_dimse(target, timeout=5.0) -> tuple[bool, str]:
     """C-ECHO association to the target's DIMSE SCP."""
     import logging
+
     from pynetdicom import AE
     from pynetdicom.sop_class import Verification
+
     logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
     ae = AE(ae_title=target.calling_aet)
     ae.acse_timeout = timeout
@@ -54,7 +64,7 @@ def probe_dimse(target, timeout=5.0) -> tuple[bool, str]:
     ae.add_requested_context(Verification)
     try:
         assoc = ae.associate(target.host, int(target.port), ae_title=target.aet)
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         return False, f"associate raised {e!r}"
     if not assoc.is_established:
         return False, f"no association with {target.aet}@{target.host}:{target.port}"
@@ -69,11 +79,14 @@ def probe_dimse(target, timeout=5.0) -> tuple[bool, str]:
 def probe_render(target, m) -> tuple[bool, str]:
     import httpx
     from benchlib import wado_path
+
     cts = [i for i in m["instances"] if i["kind"] == "ct"] or m["instances"]
     url = f"{wado_path(target.base_url, cts[0])}/rendered"
     try:
-        r = httpx.get(url, headers={"Accept": "image/png", "Accept-Encoding": "identity"}, timeout=60)
-    except Exception as e:  # noqa: BLE001
+        r = httpx.get(
+            url, headers={"Accept": "image/png", "Accept-Encoding": "identity"}, timeout=60
+        )
+    except Exception as e:
         return False, f"GET {url} raised {e!r}"
     ctype = r.headers.get("content-type", "")
     if r.status_code == 200 and ctype.startswith("image/png"):
@@ -82,22 +95,30 @@ def probe_render(target, m) -> tuple[bool, str]:
 
 
 PROBES: dict = {}
-UNSUPPORTED_STATUS = (404, 405, 406, 501)   # "no such endpoint / not implemented"; 5xx stays an error
+UNSUPPORTED_STATUS = (
+    404,
+    405,
+    406,
+    501,
+)  # "no such endpoint / not implemented"; 5xx stays an error
 
 
 def http_status(url, accept) -> int:
     import httpx
+
     try:
         r = httpx.get(url, headers={"Accept": accept, "Accept-Encoding": "identity"}, timeout=120)
         return r.status_code
-    except Exception:  # noqa: BLE001
+    except Exception:
         return 0
 
 
 def probe_qido_kinds(target, m, n_values) -> dict:
     """Status of the first query of every QIDO kind: {kind: status}."""
     from urllib.parse import urlencode
+
     import bench_qido
+
     out = {}
     for kind, qs in bench_qido.build_mix(m, n_values).items():
         path, params = qs[0]
@@ -110,16 +131,23 @@ def probe_wado_cases(target, m) -> dict:
     """Status of one request per WADO case: {case: status}."""
     import bench_wado
     from benchlib import wado_path
+
     cts = [i for i in m["instances"] if i["kind"] == "ct"] or m["instances"]
     mfs = [i for i in m["instances"] if i["frames"] > 1]
     ct = cts[0]
     b = target.base_url
-    out = dict(study=http_status(f"{b}/studies/{ct['study_uid']}", bench_wado.ACCEPT_DICOM),
-               series_metadata=http_status(f"{b}/studies/{ct['study_uid']}/series/{ct['series_uid']}/metadata",
-                                           "application/dicom+json"),
-               frame_ct=http_status(f"{wado_path(b, ct)}/frames/1", bench_wado.ACCEPT_FRAME))
+    out = dict(
+        study=http_status(f"{b}/studies/{ct['study_uid']}", bench_wado.ACCEPT_DICOM),
+        series_metadata=http_status(
+            f"{b}/studies/{ct['study_uid']}/series/{ct['series_uid']}/metadata",
+            "application/dicom+json",
+        ),
+        frame_ct=http_status(f"{wado_path(b, ct)}/frames/1", bench_wado.ACCEPT_FRAME),
+    )
     if mfs:
-        out["frame_mf"] = http_status(f"{wado_path(b, mfs[0])}/frames/{mfs[0]['frames']}", bench_wado.ACCEPT_FRAME)
+        out["frame_mf"] = http_status(
+            f"{wado_path(b, mfs[0])}/frames/{mfs[0]['frames']}", bench_wado.ACCEPT_FRAME
+        )
     return out
 
 
@@ -140,8 +168,13 @@ def install_guards(dimse_mode: str, render_mode: str):
         if unsup:
             log(f"QIDO probe: unsupported kinds {unsup}")
         if len(unsup) == len(st):
-            return dict(bench="qido", unsupported=True, reason=f"every query kind answered {sorted(set(unsup.values()))}",
-                        per_query={k: dict(unsupported=True, status=v) for k, v in st.items()}, n_errors=0)
+            return dict(
+                bench="qido",
+                unsupported=True,
+                reason=f"every query kind answered {sorted(set(unsup.values()))}",
+                per_query={k: dict(unsupported=True, status=v) for k, v in st.items()},
+                n_errors=0,
+            )
         r = orig_qido(target, m, n_values, *a, **kw)
         for k, v in unsup.items():
             r["per_query"][k] = dict(r["per_query"].get(k, {}), unsupported=True, status=v)
@@ -158,7 +191,9 @@ def install_guards(dimse_mode: str, render_mode: str):
         r = orig_wado(target, m, *a, **kw)
         for k, v in unsup.items():
             if k == "study":
-                r["study"] = {c: dict(unsupported=True, status=v) for c in r.get("study", {"c1": 0, "c4": 0})}
+                r["study"] = {
+                    c: dict(unsupported=True, status=v) for c in r.get("study", {"c1": 0, "c4": 0})
+                }
             else:
                 r[k] = dict(unsupported=True, status=v)
         return r
@@ -177,8 +212,16 @@ def install_guards(dimse_mode: str, render_mode: str):
     def cstore(target, m, tool="storescu", concurrency=1, *a, **kw):
         ok, why = dimse_ok(target)
         if not ok:
-            return dict(bench="cstore", tool=tool, concurrency=concurrency, unsupported=True, reason=why,
-                        instances_per_s=None, mb_per_s=None, rss_peak_mb=None)
+            return dict(
+                bench="cstore",
+                tool=tool,
+                concurrency=concurrency,
+                unsupported=True,
+                reason=why,
+                instances_per_s=None,
+                mb_per_s=None,
+                rss_peak_mb=None,
+            )
         return orig_cstore(target, m, tool, concurrency, *a, **kw)
 
     def cfind(target, m, *a, **kw):
@@ -189,7 +232,9 @@ def install_guards(dimse_mode: str, render_mode: str):
 
     def render(target, m, *a, **kw):
         if render_mode == "off":
-            return dict(bench="render", unsupported=True, reason="disabled with --render off", cases={})
+            return dict(
+                bench="render", unsupported=True, reason="disabled with --render off", cases={}
+            )
         if render_mode == "auto":
             ok, why = probe_render(target, m)
             log(f"render probe: {why}")
@@ -209,8 +254,10 @@ def preload_if_needed(run_all, argv):
     """--only/--skip without ingest: load the main corpus first (reset + STOW c4), untimed."""
     import bench_stow
     from benchlib import load_manifest, target_from_args
+
     ap = argparse.ArgumentParser(add_help=False)
     from benchlib import add_target_args
+
     add_target_args(ap)
     ap.add_argument("--corpus", default="/tmp/bench-corpus/main")
     ap.add_argument("--corpus-args", default="--instances 2000")
@@ -231,28 +278,39 @@ def preload_if_needed(run_all, argv):
     m = load_manifest(a.corpus)
     log(f"pre-loading {m['n_instances']} instances (reset + STOW c4, untimed for the report)")
     r = bench_stow.run(t, m, 4, a.stow_batch, reset=True)
-    log(f"   pre-load: {r['instances_per_s']} inst/s, {r['n_http_errors']} HTTP errors, "
-        f"{r['failed_instances']} failed instances")
+    log(
+        f"   pre-load: {r['instances_per_s']} inst/s, {r['n_http_errors']} HTTP errors, "
+        f"{r['failed_instances']} failed instances"
+    )
 
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--harness", default=os.environ.get("BENCH_HARNESS", DEFAULT_HARNESS))
     ap.add_argument("--dimse", choices=["auto", "on", "off"], default="auto")
     ap.add_argument("--render", choices=["auto", "on", "off"], default="auto")
-    ap.add_argument("--version-cmd", help="shell command printing the server version (recorded in the JSON)")
+    ap.add_argument(
+        "--version-cmd", help="shell command printing the server version (recorded in the JSON)"
+    )
+    if "--" not in argv and ("-h" in argv or "--help" in argv):
+        ap.print_help()
+        print("\nrun_all.py arguments (after --): see `run_all.py --help` in the harness folder")
+        return 0
     if "--" in argv:
         k = argv.index("--")
-        mine, rest = argv[:k], argv[k + 1:]
+        mine, rest = argv[:k], argv[k + 1 :]
     else:
         mine, rest = [], argv
     a = ap.parse_args(mine)
-    harness = os.path.abspath(a.harness)
-    if not os.path.exists(os.path.join(harness, "run_all.py")):
+    harness = Path(a.harness).resolve()
+    if not (harness / "run_all.py").exists():
         sys.exit(f"harness not found at {harness} (expected <repo>/../shared/bench)")
-    sys.path.insert(0, harness)
-    import run_all  # noqa: E402  (the shared harness)
+    sys.path.insert(0, str(harness))
+    import run_all
+
     install_guards(a.dimse, a.render)
     preload_if_needed(run_all, rest)
     rc = run_all.main(rest)
@@ -263,6 +321,7 @@ def main(argv=None):
 def add_meta(rest, a):
     """Record what the harness JSON does not: probe outcomes, repo commit, server version."""
     import subprocess
+
     if "--out" not in rest:
         return
     out = rest[rest.index("--out") + 1]
@@ -271,10 +330,19 @@ def add_meta(rest, a):
             res = json.load(f)
     except (OSError, ValueError):
         return
-    sh = lambda cmd: subprocess.run(cmd, shell=True, capture_output=True, text=True, cwd=REPO,  # noqa: E731
-                                    timeout=30).stdout.strip()
-    meta = dict(probes=PROBES, dimse_mode=a.dimse, render_mode=a.render, harness=os.path.abspath(a.harness),
-                git_head=sh("git rev-parse HEAD 2>/dev/null"), git_dirty=bool(sh("git status --porcelain 2>/dev/null")))
+
+    def sh(cmd):
+        r = subprocess.run(cmd, shell=True, capture_output=True, text=True, cwd=REPO, timeout=30)
+        return r.stdout.strip()
+
+    meta = dict(
+        probes=PROBES,
+        dimse_mode=a.dimse,
+        render_mode=a.render,
+        harness=str(Path(a.harness).resolve()),
+        git_head=sh("git rev-parse HEAD 2>/dev/null"),
+        git_dirty=bool(sh("git status --porcelain 2>/dev/null")),
+    )
     if a.version_cmd:
         meta["server_version"] = sh(a.version_cmd + " 2>&1 | head -1") or None
     res["bench_meta"] = meta

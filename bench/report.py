@@ -1,41 +1,56 @@
 #!/usr/bin/env python3
-"""Compare two raw results of the shared harness (Orthanc = reference, dicomhub = candidate) and write
-RESULTS.md: one table per phase plus a table of the issue's performance bars.
+"""Compare two raw results of the shared harness (Orthanc = reference, dicomhub = candidate)
+and write RESULTS.md: one table per phase plus a table of the issue's performance bars.
 
 Ratio convention: every ratio is oriented so that **> 1 means dicomhub is better**:
   throughput (inst/s, MB/s, frames/s): dicomhub / Orthanc
   latency, size, memory (ms, bytes, MB):  Orthanc / dicomhub
 
-  report.py                                   newest orthanc-full-*.json and dicomhub-full-*.json in results/raw
+  report.py          newest orthanc-full-*.json and dicomhub-full-*.json in results/raw
   report.py --mode quick --out results/raw/RESULTS-quick.md
   report.py --orthanc A.json --dicomhub B.json --out RESULTS.md
-  report.py --orthanc A.json --dicomhub A.json   (self-comparison: every ratio ~1, for testing the report)
+  report.py --orthanc A.json --dicomhub A.json   (self-comparison, to test the report)
 """
+
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import glob
 import json
 import os
 import statistics
 import sys
+from pathlib import Path
 
-BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+BENCH_DIR = str(Path(__file__).resolve().parent)
 NA_UNSUP = "n/a (not supported yet)"
 NA_NOTRUN = "not run"
 
-QIDO_KINDS = ["by_patient_id", "by_name_wildcard", "by_date_range", "by_modality", "by_accession",
-              "studies_page", "series_of_study", "instances_of_series"]
+QIDO_KINDS = [
+    "by_patient_id",
+    "by_name_wildcard",
+    "by_date_range",
+    "by_modality",
+    "by_accession",
+    "studies_page",
+    "series_of_study",
+    "instances_of_series",
+]
 QIDO_LABEL = {
-    "by_patient_id": "PatientID=", "by_name_wildcard": "PatientName=FAM*",
-    "by_date_range": "StudyDate half-year, limit 100", "by_modality": "ModalitiesInStudy, limit 100",
-    "by_accession": "AccessionNumber=", "studies_page": "/studies?limit=25&offset=k",
-    "series_of_study": "/studies/{uid}/series", "instances_of_series": ".../series/{uid}/instances",
+    "by_patient_id": "PatientID=",
+    "by_name_wildcard": "PatientName=FAM*",
+    "by_date_range": "StudyDate half-year, limit 100",
+    "by_modality": "ModalitiesInStudy, limit 100",
+    "by_accession": "AccessionNumber=",
+    "studies_page": "/studies?limit=25&offset=k",
+    "series_of_study": "/studies/{uid}/series",
+    "instances_of_series": ".../series/{uid}/instances",
 }
 INGEST_LABEL = {
-    "stow_c1": "STOW-RS c1 (1 client)", "stow_c4": "STOW-RS c4 (4 clients)",
-    "storescu_c1": "C-STORE storescu, 1 association", "storescu_c4": "C-STORE storescu, 4 associations",
+    "stow_c1": "STOW-RS c1 (1 client)",
+    "stow_c4": "STOW-RS c4 (4 clients)",
+    "storescu_c1": "C-STORE storescu, 1 association",
+    "storescu_c4": "C-STORE storescu, 4 associations",
     "pynetdicom_c1": "C-STORE pynetdicom, 1 association",
 }
 
@@ -103,7 +118,9 @@ def verdict(r, need, aim=None, caveat=None):
     if r is None:
         return caveat or "n/a"
     if r >= need:
-        v = "**PASS**" + (" (aim met)" if aim and r >= aim else (f" (aim {aim}× not met)" if aim else ""))
+        v = "**PASS**" + (
+            " (aim met)" if aim and r >= aim else (f" (aim {aim}× not met)" if aim else "")
+        )
     elif r >= need * 0.85:
         v = "**FAIL** (marginal: within the ±15 % noise, re-run before concluding)"
     else:
@@ -123,10 +140,12 @@ class Run:
         self.path = path
         with open(path) as f:
             self.r = json.load(f)
-        self.name = self.r.get("target", {}).get("name", os.path.basename(path))
+        self.name = self.r.get("target", {}).get("name", Path(path).name)
 
     def ran(self, phase):
-        return phase in self.r.get("phases", []) and (phase in self.r or (phase == "large" and "large_qido" in self.r))
+        return phase in self.r.get("phases", []) and (
+            phase in self.r or (phase == "large" and "large_qido" in self.r)
+        )
 
     # ingest
     def ingest_case_key(self, prefix):
@@ -156,8 +175,13 @@ class Run:
         k = self.ingest_case_key(prefix) if self.ran("ingest") else None
         if not k:
             return 0
-        return sum((run.get("n_http_errors") or 0) + (run.get("n_errors") or 0) + (run.get("failed_instances") or 0)
-                   for run in self.r["ingest"][k] if not run.get("unsupported"))
+        return sum(
+            (run.get("n_http_errors") or 0)
+            + (run.get("n_errors") or 0)
+            + (run.get("failed_instances") or 0)
+            for run in self.r["ingest"][k]
+            if not run.get("unsupported")
+        )
 
     # query
     def q(self, key, bench, kind, field):
@@ -189,7 +213,11 @@ class Run:
         return out
 
     def q_errors(self, key):
-        return sum((rep.get(b) or {}).get("n_errors") or 0 for rep in self.r.get(key, []) for b in ("qido", "cfind"))
+        return sum(
+            (rep.get(b) or {}).get("n_errors") or 0
+            for rep in self.r.get(key, [])
+            for b in ("qido", "cfind")
+        )
 
     # wado
     def wado(self, case, field):
@@ -241,109 +269,197 @@ class Run:
                 n = (run.get("n_http_errors") or 0) + (run.get("n_errors") or 0)
                 if n or run.get("failed_instances"):
                     samples = (run.get("http_errors") or run.get("errors") or [])[:2]
-                    out.append(f"ingest {case} repeat {i + 1}: {n} request errors, "
-                               f"{run.get('failed_instances') or 0} failed instances {samples}")
+                    out.append(
+                        f"ingest {case} repeat {i + 1}: {n} request errors, "
+                        f"{run.get('failed_instances') or 0} failed instances {samples}"
+                    )
         if self.r.get("large_ingest"):
             li = self.r["large_ingest"]
             if li.get("n_http_errors") or li.get("failed_instances"):
-                out.append(f"large ingest: {li.get('n_http_errors')} request errors, {li.get('failed_instances')} "
-                           f"failed instances {li.get('http_errors', [])[:2]}")
+                out.append(
+                    f"large ingest: {li.get('n_http_errors')} request errors, "
+                    f"{li.get('failed_instances')} "
+                    f"failed instances {li.get('http_errors', [])[:2]}"
+                )
         for key in ("qido", "large_qido"):
             for i, rep in enumerate(self.r.get(key, [])):
                 for b in ("qido", "cfind"):
                     x = rep.get(b) or {}
                     if x.get("n_errors"):
-                        out.append(f"{key}/{b} repeat {i + 1}: {x['n_errors']} errors {x.get('errors', [])[:3]}")
+                        out.append(
+                            f"{key}/{b} repeat {i + 1}: {x['n_errors']} errors "
+                            f"{x.get('errors', [])[:3]}"
+                        )
                     if x.get("error"):
                         out.append(f"{key}/{b} repeat {i + 1}: {x['error']}")
         for ph in ("wado", "render"):
             for i, rep in enumerate(self.r.get(ph, [])):
                 if rep.get("n_errors"):
-                    out.append(f"{ph} repeat {i + 1}: {rep['n_errors']} errors {rep.get('errors', [])[:4]}")
+                    out.append(
+                        f"{ph} repeat {i + 1}: {rep['n_errors']} errors {rep.get('errors', [])[:4]}"
+                    )
         return out
 
 
 # ------------------------------------------------------------------ report --
 def build(o: Run, d: Run, title_note="") -> str:
-    L = []
+    lines = []
     ro, rd = o.r, d.r
     corpus = ro.get("corpus", {})
     reps = ro.get("repeats")
-    L.append("# dicomhub vs Orthanc — benchmark results")
-    L.append("")
+    lines.append("# dicomhub vs Orthanc — benchmark results")
+    lines.append("")
     if title_note:
-        L.append(f"> {title_note}")
-        L.append("")
-    L.append(f"Generated {dt.datetime.now().isoformat(timespec='seconds')} by `bench/report.py` from "
-             f"`{os.path.relpath(o.path, BENCH_DIR)}` (reference) and `{os.path.relpath(d.path, BENCH_DIR)}`.")
-    L.append("")
+        lines.append(f"> {title_note}")
+        lines.append("")
+    lines.append(
+        f"Generated {dt.datetime.now().isoformat(timespec='seconds')} by `bench/report.py` from "
+        f"`{os.path.relpath(o.path, BENCH_DIR)}` (reference) and "
+        f"`{os.path.relpath(d.path, BENCH_DIR)}`."
+    )
+    lines.append("")
     oinfo = ro.get("server", {}).get("system", {})
     oplug = ro.get("server", {}).get("plugins", {})
     dmeta = rd.get("bench_meta", {})
     host = ro.get("host", {})
-    L.append(f"* Host: {host.get('platform', '?')}, {host.get('cpus', '?')} CPUs (shared by client and server), "
-             f"{host.get('mem_gb', '?')} GB RAM, Python {host.get('python', '?')}.")
-    L.append(f"* Orthanc {oinfo.get('Version', '?')}"
-             + (f" + DICOMweb plugin {oplug.get('dicom-web')}" if oplug.get('dicom-web') else "")
-             + f"; dicomhub {dmeta.get('server_version') or '?'}"
-             + (f" (repo {dmeta['git_head'][:10]}{' + local changes' if dmeta.get('git_dirty') else ''})"
-                if dmeta.get('git_head') else "") + ".")
-    L.append(f"* Corpus: {corpus.get('n_instances', '?'):,} instances, {corpus.get('total_bytes', 0) / 1e6:,.0f} MB, "
-             f"{corpus.get('n_patients', '?')} patients, {corpus.get('n_studies', '?')} studies, "
-             f"{corpus.get('n_series', '?')} series (generator params: `{json.dumps(corpus.get('params', {}))}`).")
+    lines.append(
+        f"* Host: {host.get('platform', '?')}, {host.get('cpus', '?')} CPUs (shared by client and "
+        "server), "
+        f"{host.get('mem_gb', '?')} GB RAM, Python {host.get('python', '?')}."
+    )
+    lines.append(
+        f"* Orthanc {oinfo.get('Version', '?')}"
+        + (f" + DICOMweb plugin {oplug.get('dicom-web')}" if oplug.get("dicom-web") else "")
+        + f"; dicomhub {dmeta.get('server_version') or '?'}"
+        + (
+            " (repo "
+            f"{dmeta['git_head'][:10]}{' + local changes' if dmeta.get('git_dirty') else ''})"
+            if dmeta.get("git_head")
+            else ""
+        )
+        + "."
+    )
+    lines.append(
+        f"* Corpus: {corpus.get('n_instances', '?'):,} instances, "
+        f"{corpus.get('total_bytes', 0) / 1e6:,.0f} MB, "
+        f"{corpus.get('n_patients', '?')} patients, {corpus.get('n_studies', '?')} studies, "
+        f"{corpus.get('n_series', '?')} series (generator params: "
+        f"`{json.dumps(corpus.get('params', {}))}`)."
+    )
     if rd.get("corpus", {}).get("params") != corpus.get("params"):
-        L.append("* **WARNING: the two runs used different corpora; the ratios are not comparable.**")
-    L.append(f"* Repeats per phase: Orthanc {reps}, dicomhub {rd.get('repeats')}. Cells show the median over "
-             "repeats, with (min–max) when they differ. Runs started "
-             f"{ro.get('started', '?')} (Orthanc) and {rd.get('started', '?')} (dicomhub); wall time "
-             f"{ro.get('elapsed_s', '?')} s and {rd.get('elapsed_s', '?')} s.")
-    L.append("")
-    L.append("**Ratio convention: every ratio is oriented so that > 1 means dicomhub is better** — "
-             "throughput ratios are dicomhub / Orthanc, latency, size and memory ratios are Orthanc / dicomhub. "
-             f"\"{NA_UNSUP}\" marks a phase the server does not offer (probed at run time); \"{NA_NOTRUN}\" a phase "
-             "that was skipped in this run. Noise: client and server share 2 cores; repeat-to-repeat spread is "
-             "±15–30 % on ingest, so differences under ~1.3× are within noise.")
-    L.append("")
+        lines.append(
+            "* **WARNING: the two runs used different corpora; the ratios are not comparable.**"
+        )
+    lines.append(
+        f"* Repeats per phase: Orthanc {reps}, dicomhub {rd.get('repeats')}. Cells show the "
+        "median over "
+        "repeats, with (min–max) when they differ. Runs started "
+        f"{ro.get('started', '?')} (Orthanc) and {rd.get('started', '?')} (dicomhub); wall time "
+        f"{ro.get('elapsed_s', '?')} s and {rd.get('elapsed_s', '?')} s."
+    )
+    lines.append("")
+    lines.append(
+        "**Ratio convention: every ratio is oriented so that > 1 means dicomhub is better** — "
+        "throughput ratios are dicomhub / Orthanc, latency, size and memory ratios are Orthanc / "
+        "dicomhub. "
+        f'"{NA_UNSUP}" marks a phase the server does not offer (probed at run time); '
+        f'"{NA_NOTRUN}" a phase '
+        "that was skipped in this run. Noise: client and server share 2 cores; repeat-to-repeat "
+        "spread is "
+        "±15–30 % on ingest, so differences under ~1.3× are within noise."
+    )
+    lines.append("")
 
     # ---------------------------------------------------------------- targets
-    L.append("## Targets (the issue's performance bars)")
-    L.append("")
+    lines.append("## Targets (the issue's performance bars)")
+    lines.append("")
     rows = []
-    for pfx, label in (("stow_c1", "STOW-RS ingest c1, inst/s"), ("stow_c4", "STOW-RS ingest c4, inst/s")):
+    for pfx, label in (
+        ("stow_c1", "STOW-RS ingest c1, inst/s"),
+        ("stow_c4", "STOW-RS ingest c4, inst/s"),
+    ):
         ov, dv = med(o.ingest(pfx, "instances_per_s")), med(d.ingest(pfx, "instances_per_s"))
         r = ratio(ov, dv, True)
         cav = f"{d.ingest_errors(pfx)} errors/failed instances" if d.ingest_errors(pfx) else None
-        rows.append([label, fnum(ov), fnum(dv), fratio(r), "≥ 1.0× (aim 1.5×)",
-                     verdict(r, 1.0, 1.5, cav) if r is not None else (str(dv) if isinstance(dv, NA) else "n/a")])
+        rows.append(
+            [
+                label,
+                fnum(ov),
+                fnum(dv),
+                fratio(r),
+                "≥ 1.0× (aim 1.5×)",
+                verdict(r, 1.0, 1.5, cav)
+                if r is not None
+                else (str(dv) if isinstance(dv, NA) else "n/a"),
+            ]
+        )
     n_main = corpus.get("n_instances")
     n_large_o, n_large_d = ro.get("large_index_instances"), rd.get("large_index_instances")
-    for key, where in (("qido", f"{n_main:,}" if n_main else "main"),
-                       ("large_qido", f"{n_large_d or n_large_o or '?':,}" if (n_large_d or n_large_o) else "large")):
-        ov, dv = med(o.q(key, "qido", "_overall", "p95_ms")), med(d.q(key, "qido", "_overall", "p95_ms"))
+    for key, where in (
+        ("qido", f"{n_main:,}" if n_main else "main"),
+        (
+            "large_qido",
+            f"{n_large_d or n_large_o or '?':,}" if (n_large_d or n_large_o) else "large",
+        ),
+    ):
+        ov, dv = (
+            med(o.q(key, "qido", "_overall", "p95_ms")),
+            med(d.q(key, "qido", "_overall", "p95_ms")),
+        )
         r = ratio(ov, dv, False)
-        rows.append([f"QIDO p95 at {where} instances, pooled over the mix, ms", fnum(ov), fnum(dv), fratio(r),
-                     "≥ 1.0× (no worse)", verdict(r, 1.0) if r is not None else str(dv)])
+        rows.append(
+            [
+                f"QIDO p95 at {where} instances, pooled over the mix, ms",
+                fnum(ov),
+                fnum(dv),
+                fratio(r),
+                "≥ 1.0× (no worse)",
+                verdict(r, 1.0) if r is not None else str(dv),
+            ]
+        )
         worst = None
         for k in QIDO_KINDS:
-            rk = ratio(med(o.q(key, "qido", k, "p95_ms")), med(d.q(key, "qido", k, "p95_ms")), False)
+            rk = ratio(
+                med(o.q(key, "qido", k, "p95_ms")), med(d.q(key, "qido", k, "p95_ms")), False
+            )
             if rk is not None and (worst is None or rk < worst[1]):
                 worst = (k, rk)
         if worst:
             k = worst[0]
-            rows.append([f"QIDO p95 at {where}, worst query kind ({k}), ms",
-                         fnum(med(o.q(key, "qido", k, "p95_ms"))), fnum(med(d.q(key, "qido", k, "p95_ms"))),
-                         fratio(worst[1]), "≥ 1.0× for every kind", verdict(worst[1], 1.0)])
+            rows.append(
+                [
+                    f"QIDO p95 at {where}, worst query kind ({k}), ms",
+                    fnum(med(o.q(key, "qido", k, "p95_ms"))),
+                    fnum(med(d.q(key, "qido", k, "p95_ms"))),
+                    fratio(worst[1]),
+                    "≥ 1.0× for every kind",
+                    verdict(worst[1], 1.0),
+                ]
+            )
     # growth
     if "large_qido" in rd or "large_qido" in ro:
+
         def growth(run, kind):
-            a, b = med(run.q("qido", "qido", kind, "p95_ms")), med(run.q("large_qido", "qido", kind, "p95_ms"))
+            a, b = (
+                med(run.q("qido", "qido", kind, "p95_ms")),
+                med(run.q("large_qido", "qido", kind, "p95_ms")),
+            )
             return b / a if is_num(a) and is_num(b) and a > 0 else None
+
         go, gd = growth(o, "_overall"), growth(d, "_overall")
         nl_ = n_large_d or n_large_o or 0
         small = " (indicative only: the bar is for 2k → ~50k instances)" if nl_ < 40000 else ""
-        rows.append([f"QIDO p95 growth {n_main or '?':,} → {n_large_d or n_large_o or '?':,} instances, pooled",
-                     fratio(go), fratio(gd), "–", "dicomhub < 1.5×",
-                     (("**PASS**" if gd < 1.5 else "**FAIL**") + small) if gd is not None else "n/a"])
+        rows.append(
+            [
+                f"QIDO p95 growth {n_main or '?':,} → {n_large_d or n_large_o or '?':,} "
+                "instances, pooled",
+                fratio(go),
+                fratio(gd),
+                "–",
+                "dicomhub < 1.5×",
+                (("**PASS**" if gd < 1.5 else "**FAIL**") + small) if gd is not None else "n/a",
+            ]
+        )
         worst = None
         for k in QIDO_KINDS:
             g = growth(d, k)
@@ -355,126 +471,260 @@ def build(o: Run, d: Run, title_note="") -> str:
             note = ""
             if is_num(rc_main) and is_num(rc_large) and rc_large > rc_main * 1.2:
                 note = f" (answer grows {fnum(rc_main, 1)} → {fnum(rc_large, 1)} results)"
-            rows.append([f"QIDO p95 growth, worst query kind ({worst[0]}){note}", fratio(growth(o, worst[0])),
-                         fratio(worst[1]), "–", "dicomhub < 1.5×",
-                         ("**PASS**" if worst[1] < 1.5 else "**FAIL**") + small])
+            rows.append(
+                [
+                    f"QIDO p95 growth, worst query kind ({worst[0]}){note}",
+                    fratio(growth(o, worst[0])),
+                    fratio(worst[1]),
+                    "–",
+                    "dicomhub < 1.5×",
+                    ("**PASS**" if worst[1] < 1.5 else "**FAIL**") + small,
+                ]
+            )
         # the fairest index-cost view: kinds whose answer size does not change with the index
         same = []
         for k in QIDO_KINDS:
-            a, b = med(d.q("qido", "qido", k, "results_mean")), med(d.q("large_qido", "qido", k, "results_mean"))
+            a, b = (
+                med(d.q("qido", "qido", k, "results_mean")),
+                med(d.q("large_qido", "qido", k, "results_mean")),
+            )
             g = growth(d, k)
             if is_num(a) and is_num(b) and abs(a - b) <= 0.05 and g is not None:
                 same.append((k, g))
         if same:
             k, g = max(same, key=lambda x: x[1])
-            rows.append([f"QIDO p95 growth, worst kind with an unchanged answer size ({k}; "
-                         f"{len(same)} such kinds)", fratio(growth(o, k)), fratio(g), "–", "dicomhub < 1.5×",
-                         ("**PASS**" if g < 1.5 else "**FAIL**") + small])
+            rows.append(
+                [
+                    f"QIDO p95 growth, worst kind with an unchanged answer size ({k}; "
+                    f"{len(same)} such kinds)",
+                    fratio(growth(o, k)),
+                    fratio(g),
+                    "–",
+                    "dicomhub < 1.5×",
+                    ("**PASS**" if g < 1.5 else "**FAIL**") + small,
+                ]
+            )
     for c in ("c1", "c4"):
         ov, dv = med(o.wado(f"study_{c}", "mb_per_s")), med(d.wado(f"study_{c}", "mb_per_s"))
         r = ratio(ov, dv, True)
-        rows.append([f"WADO-RS whole study {c}, MB/s", fnum(ov), fnum(dv), fratio(r), "≥ 0.8×",
-                     verdict(r, 0.8) if r is not None else str(dv)])
+        rows.append(
+            [
+                f"WADO-RS whole study {c}, MB/s",
+                fnum(ov),
+                fnum(dv),
+                fratio(r),
+                "≥ 0.8×",
+                verdict(r, 0.8) if r is not None else str(dv),
+            ]
+        )
     for f in ("p50_ms", "p95_ms"):
         ov, dv = med(o.wado("frame_mf", f)), med(d.wado("frame_mf", f))
         r = ratio(ov, dv, False)
-        rows.append([f"WADO-RS frames/N of a 76-frame instance, {f[:3]} ms", fnum(ov), fnum(dv), fratio(r),
-                     "≥ 20× faster", verdict(r, 20.0) if r is not None else str(dv)])
-    L.append(md_table(["bar", "Orthanc", "dicomhub", "ratio (>1 = dicomhub better)", "required", "verdict"], rows))
-    L.append("")
-    L.append("Growth rows show p95(large index) / p95(main corpus) for each server (lower is better), not a ratio "
-             "between the servers. Some query kinds return more results at the large index (the tiny corpus adds "
-             "patients, studies and dates), so part of their growth is answer size, not index cost.")
+        rows.append(
+            [
+                f"WADO-RS frames/N of a 76-frame instance, {f[:3]} ms",
+                fnum(ov),
+                fnum(dv),
+                fratio(r),
+                "≥ 20× faster",
+                verdict(r, 20.0) if r is not None else str(dv),
+            ]
+        )
+    lines.append(
+        md_table(
+            ["bar", "Orthanc", "dicomhub", "ratio (>1 = dicomhub better)", "required", "verdict"],
+            rows,
+        )
+    )
+    lines.append("")
+    lines.append(
+        "Growth rows show p95(large index) / p95(main corpus) for each server (lower is better), "
+        "not a ratio "
+        "between the servers. Some query kinds return more results at the large index (the tiny "
+        "corpus adds "
+        "patients, studies and dates), so part of their growth is answer size, not index cost."
+    )
     derr = d.errors()
     if derr:
-        L.append("")
-        L.append(f"**dicomhub recorded {len(derr)} error line(s); see \"Errors\" below — figures of phases with "
-                 "errors are not trustworthy.**")
-    L.append("")
+        lines.append("")
+        lines.append(
+            f'**dicomhub recorded {len(derr)} error line(s); see "Errors" below — figures of '
+            "phases with "
+            "errors are not trustworthy.**"
+        )
+    lines.append("")
 
     # ---------------------------------------------------------------- ingest
-    L.append("## Ingest (empty archive before each case; whole main corpus)")
-    L.append("")
+    lines.append("## Ingest (empty archive before each case; whole main corpus)")
+    lines.append("")
     if not (o.ran("ingest") or d.ran("ingest")):
-        L.append(NA_NOTRUN)
+        lines.append(NA_NOTRUN)
     else:
         rows = []
         for pfx, label in INGEST_LABEL.items():
             oi, di = o.ingest(pfx, "instances_per_s"), d.ingest(pfx, "instances_per_s")
-            rows.append([label, fcell(oi), fcell(di), fratio(ratio(med(oi), med(di), True)),
-                         fcell(o.ingest(pfx, "mb_per_s"), short=True), fcell(d.ingest(pfx, "mb_per_s"), short=True),
-                         f"{fnum(med(o.ingest(pfx, 'rss_peak_mb')), 0, True)} / "
-                         f"{fnum(med(d.ingest(pfx, 'rss_peak_mb')), 0, True)}",
-                         f"{fnum(med(o.ingest(pfx, 'cpu_ms_per_inst')), 1, True)} / "
-                         f"{fnum(med(d.ingest(pfx, 'cpu_ms_per_inst')), 1, True)}",
-                         f"{o.ingest_errors(pfx)} / {d.ingest_errors(pfx)}"])
+            rows.append(
+                [
+                    label,
+                    fcell(oi),
+                    fcell(di),
+                    fratio(ratio(med(oi), med(di), True)),
+                    fcell(o.ingest(pfx, "mb_per_s"), short=True),
+                    fcell(d.ingest(pfx, "mb_per_s"), short=True),
+                    f"{fnum(med(o.ingest(pfx, 'rss_peak_mb')), 0, True)} / "
+                    f"{fnum(med(d.ingest(pfx, 'rss_peak_mb')), 0, True)}",
+                    f"{fnum(med(o.ingest(pfx, 'cpu_ms_per_inst')), 1, True)} / "
+                    f"{fnum(med(d.ingest(pfx, 'cpu_ms_per_inst')), 1, True)}",
+                    f"{o.ingest_errors(pfx)} / {d.ingest_errors(pfx)}",
+                ]
+            )
         li_o, li_d = ro.get("large_ingest"), rd.get("large_ingest")
         if li_o or li_d:
-            g = lambda x, k: (x or {}).get(k) if x else NA(NA_NOTRUN)  # noqa: E731
-            cpu = lambda x: (x["server_cpu_s"] * 1000 / x["instances"]) if x and is_num(x.get("server_cpu_s")) else None  # noqa: E731
-            rows.append([f"STOW-RS c4, 50/request, tiny 8×8 (index growth, {g(li_o or li_d, 'instances'):,} inst)",
-                         fnum(g(li_o, "instances_per_s")), fnum(g(li_d, "instances_per_s")),
-                         fratio(ratio(g(li_o, "instances_per_s"), g(li_d, "instances_per_s"), True)),
-                         fnum(g(li_o, "mb_per_s")), fnum(g(li_d, "mb_per_s")),
-                         f"{fnum(g(li_o, 'rss_peak_mb'), 0)} / {fnum(g(li_d, 'rss_peak_mb'), 0)}",
-                         f"{fnum(cpu(li_o), 2)} / {fnum(cpu(li_d), 2)}",
-                         f"{(li_o or {}).get('n_http_errors', 0) + (li_o or {}).get('failed_instances', 0)} / "
-                         f"{(li_d or {}).get('n_http_errors', 0) + (li_d or {}).get('failed_instances', 0)}"])
-        L.append(md_table(["client", "Orthanc inst/s", "dicomhub inst/s", "ratio", "Orthanc MB/s", "dicomhub MB/s",
-                           "server RSS peak MB (O / d)", "server CPU ms/inst (O / d)", "errors (O / d)"], rows))
-        L.append("")
-        L.append("STOW-RS: multipart bodies of 10 instances (built before timing), c parallel keep-alive clients. "
-                 "C-STORE: DCMTK `storescu` processes / pynetdicom, one association each. Server CPU is from "
-                 "`/proc/<pid>` of the recorded server PID only (worker processes, if any, are not counted).")
-    L.append("")
+
+            def g(x, k):
+                return x.get(k) if x else NA(NA_NOTRUN)
+
+            def cpu(x):
+                ok = x and is_num(x.get("server_cpu_s"))
+                return x["server_cpu_s"] * 1000 / x["instances"] if ok else None
+
+            def nerr(x):
+                return (x or {}).get("n_http_errors", 0) + (x or {}).get("failed_instances", 0)
+
+            rows.append(
+                [
+                    "STOW-RS c4, 50/request, tiny 8×8 (index growth, "
+                    f"{g(li_o or li_d, 'instances'):,} inst)",
+                    fnum(g(li_o, "instances_per_s")),
+                    fnum(g(li_d, "instances_per_s")),
+                    fratio(ratio(g(li_o, "instances_per_s"), g(li_d, "instances_per_s"), True)),
+                    fnum(g(li_o, "mb_per_s")),
+                    fnum(g(li_d, "mb_per_s")),
+                    f"{fnum(g(li_o, 'rss_peak_mb'), 0)} / {fnum(g(li_d, 'rss_peak_mb'), 0)}",
+                    f"{fnum(cpu(li_o), 2)} / {fnum(cpu(li_d), 2)}",
+                    f"{nerr(li_o)} / {nerr(li_d)}",
+                ]
+            )
+        lines.append(
+            md_table(
+                [
+                    "client",
+                    "Orthanc inst/s",
+                    "dicomhub inst/s",
+                    "ratio",
+                    "Orthanc MB/s",
+                    "dicomhub MB/s",
+                    "server RSS peak MB (O / d)",
+                    "server CPU ms/inst (O / d)",
+                    "errors (O / d)",
+                ],
+                rows,
+            )
+        )
+        lines.append("")
+        lines.append(
+            "STOW-RS: multipart bodies of 10 instances (built before timing), c parallel "
+            "keep-alive clients. "
+            "C-STORE: DCMTK `storescu` processes / pynetdicom, one association each. Server CPU "
+            "is from "
+            "`/proc/<pid>` of the recorded server PID only (worker processes, if any, are not "
+            "counted)."
+        )
+    lines.append("")
 
     # ---------------------------------------------------------------- storage
-    L.append("## Storage after loading the main corpus")
-    L.append("")
+    lines.append("## Storage after loading the main corpus")
+    lines.append("")
     if "storage" not in ro and "storage" not in rd:
-        L.append(NA_NOTRUN)
+        lines.append(NA_NOTRUN)
     else:
         so, sd = ro.get("storage", {}), rd.get("storage", {})
         lo, ld = ro.get("large_storage", {}), rd.get("large_storage", {})
         rows = [
-            ["allocated bytes / instance (main corpus)", fnum(so.get("allocated_bytes_per_instance")),
-             fnum(sd.get("allocated_bytes_per_instance")),
-             fratio(ratio(so.get("allocated_bytes_per_instance"), sd.get("allocated_bytes_per_instance"), False))],
-            ["files in the storage folder", fnum(so.get("du", {}).get("files")), fnum(sd.get("du", {}).get("files")),
-             "–"],
-            ["server RSS after load, MB", fnum(so.get("rss_mb_now")), fnum(sd.get("rss_mb_now")),
-             fratio(ratio(so.get("rss_mb_now"), sd.get("rss_mb_now"), False))],
+            [
+                "allocated bytes / instance (main corpus)",
+                fnum(so.get("allocated_bytes_per_instance")),
+                fnum(sd.get("allocated_bytes_per_instance")),
+                fratio(
+                    ratio(
+                        so.get("allocated_bytes_per_instance"),
+                        sd.get("allocated_bytes_per_instance"),
+                        False,
+                    )
+                ),
+            ],
+            [
+                "files in the storage folder",
+                fnum(so.get("du", {}).get("files")),
+                fnum(sd.get("du", {}).get("files")),
+                "–",
+            ],
+            [
+                "server RSS after load, MB",
+                fnum(so.get("rss_mb_now")),
+                fnum(sd.get("rss_mb_now")),
+                fratio(ratio(so.get("rss_mb_now"), sd.get("rss_mb_now"), False)),
+            ],
         ]
         if lo or ld:
-            rows.append([f"allocated bytes / instance at the large index", fnum(lo.get("allocated_bytes_per_instance")),
-                         fnum(ld.get("allocated_bytes_per_instance")),
-                         fratio(ratio(lo.get("allocated_bytes_per_instance"), ld.get("allocated_bytes_per_instance"),
-                                      False))])
-            rows.append(["server RSS at the large index, MB", fnum(lo.get("rss_mb_now")), fnum(ld.get("rss_mb_now")),
-                         fratio(ratio(lo.get("rss_mb_now"), ld.get("rss_mb_now"), False))])
-        L.append(md_table(["metric", "Orthanc", "dicomhub", "ratio"], rows))
-        L.append("")
-        tl = lambda s: ", ".join(f"`{k}` {v / 1e6:.1f} MB" for k, v in (s.get("top_level_files") or {}).items()) or "–"  # noqa: E731
-        L.append(f"Top-level files (index databases) — Orthanc: {tl(so)}; dicomhub: {tl(sd)}."
-                 + (f" At the large index — Orthanc: {tl(lo)}; dicomhub: {tl(ld)}." if lo or ld else ""))
-    L.append("")
+            rows.append(
+                [
+                    "allocated bytes / instance at the large index",
+                    fnum(lo.get("allocated_bytes_per_instance")),
+                    fnum(ld.get("allocated_bytes_per_instance")),
+                    fratio(
+                        ratio(
+                            lo.get("allocated_bytes_per_instance"),
+                            ld.get("allocated_bytes_per_instance"),
+                            False,
+                        )
+                    ),
+                ]
+            )
+            rows.append(
+                [
+                    "server RSS at the large index, MB",
+                    fnum(lo.get("rss_mb_now")),
+                    fnum(ld.get("rss_mb_now")),
+                    fratio(ratio(lo.get("rss_mb_now"), ld.get("rss_mb_now"), False)),
+                ]
+            )
+        lines.append(md_table(["metric", "Orthanc", "dicomhub", "ratio"], rows))
+        lines.append("")
+
+        def tl(s):
+            files = (s.get("top_level_files") or {}).items()
+            return ", ".join(f"`{k}` {v / 1e6:.1f} MB" for k, v in files) or "–"
+
+        lines.append(
+            f"Top-level files (index databases) — Orthanc: {tl(so)}; dicomhub: {tl(sd)}."
+            + (f" At the large index — Orthanc: {tl(lo)}; dicomhub: {tl(ld)}." if lo or ld else "")
+        )
+    lines.append("")
 
     # ---------------------------------------------------------------- queries
     def qtable(key, bench, title):
-        L.append(f"## {title}")
-        L.append("")
+        lines.append(f"## {title}")
+        lines.append("")
         if key not in ro and key not in rd:
-            L.append(NA_NOTRUN)
-            L.append("")
+            lines.append(NA_NOTRUN)
+            lines.append("")
             return
         rows = []
         mism = []
-        kinds = QIDO_KINDS if bench == "qido" else [k for k in QIDO_KINDS if k not in ("by_modality", "studies_page")]
-        for k in kinds + ["_overall"]:
+        kinds = (
+            QIDO_KINDS
+            if bench == "qido"
+            else [k for k in QIDO_KINDS if k not in ("by_modality", "studies_page")]
+        )
+        for k in [*kinds, "_overall"]:
             label = QIDO_LABEL.get(k, "**all queries pooled**")
             cells = [label]
             if k != "_overall":
-                rco, rcd = med(o.q(key, bench, k, "results_mean")), med(d.q(key, bench, k, "results_mean"))
+                rco, rcd = (
+                    med(o.q(key, bench, k, "results_mean")),
+                    med(d.q(key, bench, k, "results_mean")),
+                )
                 cells.append(f"{fnum(rco, 1, True)} / {fnum(rcd, 1, True)}")
                 if is_num(rco) and is_num(rcd) and abs(rco - rcd) > 0.05:
                     mism.append(f"{k}: Orthanc {rco}, dicomhub {rcd}")
@@ -486,13 +736,33 @@ def build(o: Run, d: Run, title_note="") -> str:
                 if f != "p99_ms":
                     cells.append(fratio(ratio(med(ov), med(dv), False)))
             rows.append(cells)
-        L.append(md_table(["query", "results (O / d)", "Orthanc p50", "dicomhub p50", "ratio p50",
-                           "Orthanc p95", "dicomhub p95", "ratio p95", "Orthanc p99", "dicomhub p99"], rows))
-        L.append("")
+        lines.append(
+            md_table(
+                [
+                    "query",
+                    "results (O / d)",
+                    "Orthanc p50",
+                    "dicomhub p50",
+                    "ratio p50",
+                    "Orthanc p95",
+                    "dicomhub p95",
+                    "ratio p95",
+                    "Orthanc p99",
+                    "dicomhub p99",
+                ],
+                rows,
+            )
+        )
+        lines.append("")
         if mism:
-            L.append("**Answer sizes differ** (mean results per query; both servers hold the same data, so this is a "
-                     "matching difference — check before trusting the latency ratio): " + "; ".join(mism) + ".")
-            L.append("")
+            lines.append(
+                "**Answer sizes differ** (mean results per query; both servers hold the same "
+                "data, so this is a "
+                "matching difference — check before trusting the latency ratio): "
+                + "; ".join(mism)
+                + "."
+            )
+            lines.append("")
 
     nm = f"{n_main:,}" if n_main else "main"
     nl = f"{(n_large_d or n_large_o):,}" if (n_large_d or n_large_o) else "large"
@@ -500,43 +770,65 @@ def build(o: Run, d: Run, title_note="") -> str:
     qtable("large_qido", "qido", f"QIDO-RS latency at the large index ({nl} instances), ms")
     qtable("qido", "cfind", f"C-FIND latency at the main corpus ({nm} instances), ms")
     qtable("large_qido", "cfind", f"C-FIND latency at the large index ({nl} instances), ms")
-    L.append("QIDO: 8 kinds × 10 values drawn from the corpus × repetitions, one untimed warm-up pass, latency "
-             "until the whole body is received. C-FIND: the same kinds over one association.")
-    L.append("")
+    lines.append(
+        "QIDO: 8 kinds × 10 values drawn from the corpus × repetitions, one untimed warm-up pass, "
+        "latency "
+        "until the whole body is received. C-FIND: the same kinds over one association."
+    )
+    lines.append("")
 
     # ---------------------------------------------------------------- wado
-    L.append("## WADO-RS retrieve")
-    L.append("")
+    lines.append("## WADO-RS retrieve")
+    lines.append("")
     if "wado" not in ro and "wado" not in rd:
-        L.append(NA_NOTRUN)
+        lines.append(NA_NOTRUN)
     else:
         rows = []
         for c in ("c1", "c4"):
             ov, dv = o.wado(f"study_{c}", "mb_per_s"), d.wado(f"study_{c}", "mb_per_s")
             avg = med(o.wado(f"study_{c}", "avg_study_mb"))
-            rows.append([f"whole study {c}, MB/s (avg study {fnum(avg, 1)} MB)", fcell(ov), fcell(dv),
-                         fratio(ratio(med(ov), med(dv), True))])
-        for case, label in (("series_metadata", "series /metadata"), ("frame_ct", "frames/1 of a CT instance"),
-                            ("frame_mf", "frames/N of a 76-frame instance")):
+            rows.append(
+                [
+                    f"whole study {c}, MB/s (avg study {fnum(avg, 1)} MB)",
+                    fcell(ov),
+                    fcell(dv),
+                    fratio(ratio(med(ov), med(dv), True)),
+                ]
+            )
+        for case, label in (
+            ("series_metadata", "series /metadata"),
+            ("frame_ct", "frames/1 of a CT instance"),
+            ("frame_mf", "frames/N of a 76-frame instance"),
+        ):
             for f in ("p50_ms", "p95_ms"):
                 ov, dv = o.wado(case, f), d.wado(case, f)
-                rows.append([f"{label}, {f[:3]} ms", fcell(ov), fcell(dv), fratio(ratio(med(ov), med(dv), False))])
-        L.append(md_table(["case", "Orthanc", "dicomhub", "ratio"], rows))
-        L.append("")
-        L.append("Whole study: `Accept: multipart/related; type=\"application/dicom\"; transfer-syntax=*` on "
-                 "single-frame CT studies, c1 = each once, c4 = each 4 times with 4 threads. Frames: "
-                 "`type=\"application/octet-stream\"; transfer-syntax=*`.")
-    L.append("")
+                rows.append(
+                    [
+                        f"{label}, {f[:3]} ms",
+                        fcell(ov),
+                        fcell(dv),
+                        fratio(ratio(med(ov), med(dv), False)),
+                    ]
+                )
+        lines.append(md_table(["case", "Orthanc", "dicomhub", "ratio"], rows))
+        lines.append("")
+        lines.append(
+            'Whole study: `Accept: multipart/related; type="application/dicom"; '
+            "transfer-syntax=*` on "
+            "single-frame CT studies, c1 = each once, c4 = each 4 times with 4 threads. Frames: "
+            '`type="application/octet-stream"; transfer-syntax=*`.'
+        )
+    lines.append("")
 
     # ---------------------------------------------------------------- render
-    L.append("## Rendering (`/rendered`, warm caches), frames/s")
-    L.append("")
+    lines.append("## Rendering (`/rendered`, warm caches), frames/s")
+    lines.append("")
     keys = o.render_cases() or d.render_cases()
     for k in d.render_cases():
         if k not in keys:
             keys.append(k)
     if not keys:
-        L.append(NA_NOTRUN if ("render" not in ro and "render" not in rd) else NA_UNSUP)
+        lines.append(NA_NOTRUN if ("render" not in ro and "render" not in rd) else NA_UNSUP)
     else:
         rows = []
         for k in keys:
@@ -544,70 +836,104 @@ def build(o: Run, d: Run, title_note="") -> str:
             ov, dv = o.render(k), d.render(k)
             if native and all(isinstance(x, NA) for x in dv):
                 dv = [NA("– (Orthanc-specific endpoint)")]
-            rows.append([k.replace("|", " "), fcell(ov), fcell(dv), fratio(ratio(med(ov), med(dv), True)),
-                         f"{fnum(med(o.render(k, 'p50_ms')), None, True)} / {fnum(med(d.render(k, 'p50_ms')), None, True)}"])
-        L.append(md_table(["endpoint format concurrency", "Orthanc", "dicomhub", "ratio", "p50 ms (O / d)"], rows))
-        reason = next((rep.get("reason") for rep in rd.get("render", []) if rep.get("unsupported")), None)
+            rows.append(
+                [
+                    k.replace("|", " "),
+                    fcell(ov),
+                    fcell(dv),
+                    fratio(ratio(med(ov), med(dv), True)),
+                    f"{fnum(med(o.render(k, 'p50_ms')), None, True)} / "
+                    f"{fnum(med(d.render(k, 'p50_ms')), None, True)}",
+                ]
+            )
+        lines.append(
+            md_table(
+                ["endpoint format concurrency", "Orthanc", "dicomhub", "ratio", "p50 ms (O / d)"],
+                rows,
+            )
+        )
+        reason = next(
+            (rep.get("reason") for rep in rd.get("render", []) if rep.get("unsupported")), None
+        )
         if reason:
-            L.append("")
-            L.append(f"dicomhub render probe: {reason}.")
-    L.append("")
+            lines.append("")
+            lines.append(f"dicomhub render probe: {reason}.")
+    lines.append("")
 
     # ---------------------------------------------------------------- baseline
     if "baseline" in ro or "baseline" in rd:
         src = ro if "baseline" in ro else rd
-        L.append("## Baseline: pydicom + numpy + Pillow in one client process (no server), frames/s")
-        L.append("")
+        lines.append(
+            "## Baseline: pydicom + numpy + Pillow in one client process (no server), frames/s"
+        )
+        lines.append("")
         rows = []
         for k in src["baseline"][0]["cases"]:
-            rows.append([k.replace("|", " "), fcell([rep["cases"][k]["frames_per_s"] for rep in src["baseline"]])])
-        L.append(md_table(["case", "frames/s"], rows))
-        L.append("")
+            rows.append(
+                [
+                    k.replace("|", " "),
+                    fcell([rep["cases"][k]["frames_per_s"] for rep in src["baseline"]]),
+                ]
+            )
+        lines.append(md_table(["case", "frames/s"], rows))
+        lines.append("")
 
     # ---------------------------------------------------------------- probes & errors
-    L.append("## Probes and errors")
-    L.append("")
+    lines.append("## Probes and errors")
+    lines.append("")
     for run in (o, d):
         meta = run.r.get("bench_meta", {})
         pr = meta.get("probes") or {}
         if pr:
-            L.append(f"* {run.name} probes: " + "; ".join(f"{k}: {v}" for k, v in pr.items()))
+            lines.append(f"* {run.name} probes: " + "; ".join(f"{k}: {v}" for k, v in pr.items()))
         errs = run.errors()
-        L.append(f"* {run.name} errors: " + ("none" if not errs else ""))
+        lines.append(f"* {run.name} errors: " + ("none" if not errs else ""))
         for e in errs[:20]:
-            L.append(f"  * {e}")
+            lines.append(f"  * {e}")
         if len(errs) > 20:
-            L.append(f"  * … {len(errs) - 20} more")
-    L.append("")
-    return "\n".join(L)
+            lines.append(f"  * … {len(errs) - 20} more")
+    lines.append("")
+    return "\n".join(lines)
 
 
 def newest(raw_dir, name, mode):
-    c = sorted(glob.glob(os.path.join(raw_dir, f"{name}-{mode}-*.json")), key=os.path.getmtime)
-    return c[-1] if c else None
+    c = sorted(Path(raw_dir).glob(f"{name}-{mode}-*.json"), key=lambda p: p.stat().st_mtime)
+    return str(c[-1]) if c else None
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--orthanc", help="raw JSON of the reference run")
     ap.add_argument("--dicomhub", help="raw JSON of the dicomhub run")
-    ap.add_argument("--mode", default="full", help="quick | full: which newest raw files to pick by default")
-    ap.add_argument("--raw-dir", default=os.path.join(BENCH_DIR, "results", "raw"))
-    ap.add_argument("--out", default=os.path.join(BENCH_DIR, "RESULTS.md"))
+    ap.add_argument(
+        "--mode", default="full", help="quick | full: which newest raw files to pick by default"
+    )
+    ap.add_argument("--raw-dir", default=str(Path(BENCH_DIR) / "results" / "raw"))
+    ap.add_argument("--out", default=str(Path(BENCH_DIR) / "RESULTS.md"))
     ap.add_argument("--note", default="", help="a line shown under the title")
     a = ap.parse_args(argv)
     op = a.orthanc or newest(a.raw_dir, "orthanc", a.mode)
     dp = a.dicomhub or newest(a.raw_dir, "dicomhub", a.mode)
     if not op or not dp:
-        print(f"need both raw results (orthanc={op}, dicomhub={dp}); run bench/run.sh", file=sys.stderr)
+        print(
+            f"need both raw results (orthanc={op}, dicomhub={dp}); run bench/run.sh",
+            file=sys.stderr,
+        )
         return 1
     note = a.note
     if a.mode == "quick" and not note:
-        note = "Quick smoke run (small corpus, 1 repeat): checks the pipeline; the figures are not the reference ones."
-    if os.path.abspath(op) == os.path.abspath(dp) and not note:
-        note = "Self-comparison (the same raw file on both sides): a test of the report, every ratio is 1."
+        note = (
+            "Quick smoke run (small corpus, 1 repeat): checks the pipeline; "
+            "the figures are not the reference ones."
+        )
+    if Path(op).resolve() == Path(dp).resolve() and not note:
+        note = (
+            "Self-comparison (the same raw file on both sides): a test of the report, ratios are 1."
+        )
     txt = build(Run(op), Run(dp), note)
-    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+    Path(a.out).resolve().parent.mkdir(parents=True, exist_ok=True)
     with open(a.out, "w") as f:
         f.write(txt + "\n")
     print(f"wrote {a.out}")

@@ -174,7 +174,9 @@ for tgt in $TARGETS; do
 done
 
 # ------------------------------------------------------------------ report --
-if (( REPORT )); then
+if (( REPORT )) && (( ${#FAILED[@]} )); then
+  log "not writing the report: ${FAILED[*]} failed in this run (an older raw result would be used instead)"
+elif (( REPORT )); then
   args=(--mode "$MODE" --raw-dir "$RAW" --out "$REPORT_OUT")
   [[ -n "${OUT[orthanc]:-}" ]] && args+=(--orthanc "${OUT[orthanc]}")
   [[ -n "${OUT[dicomhub]:-}" ]] && args+=(--dicomhub "${OUT[dicomhub]}")

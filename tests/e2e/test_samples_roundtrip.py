@@ -83,9 +83,23 @@ def test_every_valid_sample_round_trips(live_server: LiveServer) -> None:
         meta = client.retrieve_instance_metadata(study, series, sop)
         m = pydicom.Dataset.from_json(meta, bulk_data_uri_handler=lambda *_: b"")
         for kw in ("PatientID", "StudyDate", "Modality", "Rows", "Columns", "NumberOfFrames"):
-            if kw in ds and str(ds.get(kw)) != str(m.get(kw)):
+            if kw in ds and is_well_formed(ds, kw) and str(ds.get(kw)) != str(m.get(kw)):
                 failures.append(f"{entry['file']}: metadata {kw} {m.get(kw)!r} != {ds.get(kw)!r}")
+        # Several samples are the same instance in other transfer syntaxes: with the default
+        # duplicate policy they conflict, so each file is deleted after its round trip.
+        client.delete_study(study)
     assert not failures, "\n".join(failures[:50])
+
+
+def is_well_formed(ds: pydicom.Dataset, keyword: str) -> bool:
+    """Whether pydicom reads the attribute as a valid value of its VR (e.g. IS '1A' is not)."""
+    elem = ds[keyword]
+    if elem.VR in ("IS", "DS"):
+        try:
+            float(str(elem.value))
+        except ValueError:
+            return False
+    return True
 
 
 def fetch_raw(base: str, study: str, series: str, sop: str) -> bytes:

@@ -12,7 +12,9 @@ import io
 import json
 import os
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -82,32 +84,42 @@ def settings(tmp_path: Path) -> Settings:
     )
 
 
-@pytest.fixture
-def overwrite_settings(tmp_path: Path) -> Settings:
-    return Settings(
-        data_dir=tmp_path / "overwrite",
-        run_workers=False,
-        max_request_bytes=MAX_REQUEST_BYTES,
-        max_instance_bytes=MAX_INSTANCE_BYTES,
-        max_parts=MAX_PARTS,
-        duplicate_policy="overwrite",
-    )
+@dataclass
+class Env:
+    """An archive with its own settings, and a client for it."""
+
+    settings: Settings
+    archive: Archive
+    client: TestClient
 
 
 @pytest.fixture
-def overwrite_archive(overwrite_settings: Settings) -> Iterator[Archive]:
-    arch = Archive.open(overwrite_settings)
-    yield arch
-    arch.close()
+def make_env(tmp_path: Path) -> Iterator[Callable[..., Env]]:
+    """Builds archives with other settings (closed at the end of the test)."""
+    stack = ExitStack()
+
+    def make(name: str, **overrides: Any) -> Env:
+        settings = Settings(
+            data_dir=tmp_path / name,
+            run_workers=False,
+            max_request_bytes=overrides.pop("max_request_bytes", MAX_REQUEST_BYTES),
+            max_instance_bytes=overrides.pop("max_instance_bytes", MAX_INSTANCE_BYTES),
+            max_parts=overrides.pop("max_parts", MAX_PARTS),
+            **overrides,
+        )
+        archive = Archive.open(settings)
+        stack.callback(archive.close)
+        client = TestClient(create_app(settings, archive), raise_server_exceptions=False)
+        stack.enter_context(client)
+        return Env(settings, archive, client)
+
+    with stack:
+        yield make
 
 
 @pytest.fixture
-def overwrite_client(
-    overwrite_settings: Settings, overwrite_archive: Archive
-) -> Iterator[TestClient]:
-    app = create_app(overwrite_settings, overwrite_archive)
-    with TestClient(app, raise_server_exceptions=False) as c:
-        yield c
+def overwrite(make_env: Callable[..., Env]) -> Env:
+    return make_env("overwrite", duplicate_policy="overwrite")
 
 
 def sample(rel: str) -> bytes:
@@ -427,10 +439,8 @@ def test_duplicates_within_one_request(
     assert_consistent(archive, settings)
 
 
-def test_overwrite_policy_replaces_content_and_removes_old_blob(
-    overwrite_client: TestClient, overwrite_archive: Archive, overwrite_settings: Settings
-) -> None:
-    client, archive, settings = overwrite_client, overwrite_archive, overwrite_settings
+def test_overwrite_policy_replaces_content_and_removes_old_blob(overwrite: Env) -> None:
+    client, archive, settings = overwrite.client, overwrite.archive, overwrite.settings
     raw = sample(CT_SMALL)
     ds = header(CT_SMALL)
     changed = modified(CT_SMALL)
@@ -705,11 +715,9 @@ def test_bad_part_fails_alone(
     assert_consistent(archive, settings)
 
 
-def test_overwrite_with_other_study_moves_the_instance(
-    overwrite_client: TestClient, overwrite_archive: Archive, overwrite_settings: Settings
-) -> None:
+def test_overwrite_with_other_study_moves_the_instance(overwrite: Env) -> None:
     """Overwriting may change the Study/Series Instance UID: the instance must move with it."""
-    client, archive = overwrite_client, overwrite_archive
+    client, archive = overwrite.client, overwrite.archive
     raw = sample(CT_SMALL)
     old = header(CT_SMALL)
     ds = pydicom.dcmread(SAMPLES / CT_SMALL)
@@ -737,25 +745,31 @@ def test_overwrite_with_other_study_moves_the_instance(
     assert [tuple(r) for r in studies] == [("1.2.826.0.1.3680043.99.1", 1)]
     assert [tuple(r) for r in series] == [("1.2.826.0.1.3680043.99.2", 1)]
     drain(archive)
-    assert_consistent(archive, overwrite_settings)
+    assert_consistent(archive, overwrite.settings)
 
 
-def test_malformed_part_content_type_fails_that_part(
-    client: TestClient, archive: Archive, settings: Settings
-) -> None:
-    """A part whose Content-Type cannot be parsed is a bad part, like text/plain.
+@pytest.mark.parametrize("before", [1, 40], ids=["after-1-part", "after-40-parts"])
+def test_malformed_part_content_type(make_env: Callable[..., Env], before: int) -> None:
+    """A part whose Content-Type cannot be parsed fails like a text/plain part.
 
-    Failing the whole request with 400 would be wrong once earlier parts are stored: PS3.18
-    §10.5.3 says 400 means no instance was stored.
+    Either that part fails (202, the others stored) or the request fails as a whole; but a 400
+    means that no instance was stored (PS3.18 §10.5.3.1), so it must not follow stored parts.
     """
-    resp = stow(
-        client,
-        [sample(STUDY_133[0]), (sample(CT_SMALL), "not a media type"), sample(STUDY_133[1])],
-    )
-    assert resp.status_code == 202, resp.text
+    env = make_env("roomy", max_parts=100)
+    parts: list[Part] = [sample(STUDY_133[0])] * before
+    parts += [(sample(CT_SMALL), "not a media type"), sample(STUDY_133[1])]
+    resp = stow(env.client, parts)
+    if resp.status_code == 400:
+        assert_error(resp, 400)
+        assert_nothing_stored(env.archive, env.settings)
+        return
+    assert resp.status_code == 202, resp.text[:300]
     body = store_body(resp)
     (item,) = failed(body)
     assert_failure_item(item)
-    assert len(referenced(body)) == 2
-    assert header(CT_SMALL).SOPInstanceUID not in stored_sop_uids(archive)
-    assert_consistent(archive, settings)
+    assert len(referenced(body)) == before + 1
+    assert stored_sop_uids(env.archive) == {
+        header(STUDY_133[0]).SOPInstanceUID,
+        header(STUDY_133[1]).SOPInstanceUID,
+    }
+    assert_consistent(env.archive, env.settings)

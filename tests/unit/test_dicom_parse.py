@@ -402,7 +402,7 @@ def test_minimal_instance_fields(tmp_path: Path) -> None:
     assert parsed.study["referring_physician_name"] == "Ref^Doc"
     assert parsed.series["series_number"] == 7
     assert parsed.instance["instance_number"] is None
-    assert parsed.metadata["00200013"]["Value"] == ["x1"]
+    assert parsed.metadata["00200013"]["Value"] == [None]  # not a number: null (PS3.18 F.2.3)
     assert parsed.metadata["00080090"]["Value"] == [{"Alphabetic": "Ref^Doc", "Ideographic": "R^D"}]
     assert set(parsed.bulk) == {"0040A730/0/00091010", "00420011"}
     assert parsed.metadata["0040A730"]["Value"][0]["00091010"]["BulkDataURI"] == (

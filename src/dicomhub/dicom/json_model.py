@@ -67,7 +67,11 @@ def render_bulk_markers(json_text: str, base_url: str) -> str:
 
 
 def _number(value: Any, vr: str) -> Any:
-    """Return a JSON number for an IS/DS/binary-number value; raw text if it is not one."""
+    """Return a JSON number for an IS/DS/binary-number value, or null if it is not one.
+
+    PS3.18 §F.2.3 encodes IS and DS as JSON numbers; a value that is not a number (real files
+    carry e.g. ``1A``) becomes null, as strict DICOM JSON readers reject strings there.
+    """
     if value is None or value == "":
         return None
     if vr in _INT_VRS:
@@ -80,11 +84,11 @@ def _number(value: Any, vr: str) -> Any:
                     return int(f)
             except (TypeError, ValueError, OverflowError):
                 pass
-            return _clean(str(value).strip())
+            return None
     try:
         f = float(value)
     except (TypeError, ValueError, OverflowError):
-        return _clean(str(value).strip())
+        return None
     if math.isnan(f):
         return "NaN"
     if math.isinf(f):
@@ -128,6 +132,8 @@ def _raw_fallback(raw: RawDataElement | DataElement, vr: str) -> dict[str, Any]:
     parts = [_clean(p).strip(" ") for p in text.split("\\")]
     if vr == "PN":
         return {"vr": vr, "Value": [_pn(p) for p in parts]}
+    if vr in _INT_VRS or vr in _FLOAT_VRS:
+        return {"vr": vr, "Value": [_number(p, vr) for p in parts]}
     return {"vr": vr, "Value": [p or None for p in parts]}
 
 

@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import stat
 import tempfile
 import threading
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Final
@@ -53,6 +54,7 @@ _HEAD: Final = 4096  # enough for the preamble, 'DICM' and the File Meta Informa
 _ZIP_MAGIC: Final = (b"PK\x03\x04", b"PK\x05\x06")
 _CHUNK: Final = 1024 * 1024
 _SEP: Final = "!"  # archive!member in reported names
+COMMIT_BATCH: Final = 32  # instances per index transaction (group commit)
 
 NOT_DICOM: Final = "not a DICOM file (no 'DICM' prefix at offset 128, PS3.10 §7.1)"
 DICOMDIR_READ: Final = "DICOMDIR (PS3.10 §8): the files it references were imported, not itself"
@@ -221,10 +223,12 @@ class Importer:
         self._seen: set[tuple[int, int]] = set()
         self._slots = threading.BoundedSemaphore(2 * jobs)
         self._pool: ThreadPoolExecutor | None = None
-        self._futures: list[Future[None]] = []
+        self._commits: queue.Queue[tuple[str, ingest.Prepared] | None] = queue.Queue(
+            maxsize=2 * COMMIT_BATCH
+        )
 
     # -----------------------------------------------------------------------------------------
-    # driver
+    # driver: discovery in the calling thread, spool + parse in a pool, one committing thread
 
     def run(self, paths: Sequence[Path]) -> ImportReport:
         """Import everything under ``paths``; return the report (also on partial failure)."""
@@ -232,18 +236,20 @@ class Importer:
         plan: list[tuple[str, Path, str]] = []
         for p in paths:
             plan.extend(self._plan_input(Path(p)))
-        with ThreadPoolExecutor(self.jobs, thread_name_prefix="dicomhub-import") as pool:
-            self._pool = pool
-            try:
+        committer = threading.Thread(target=self._commit_loop, name="dicomhub-import-commit")
+        committer.start()
+        try:
+            with ThreadPoolExecutor(self.jobs, thread_name_prefix="dicomhub-import") as pool:
+                self._pool = pool
                 for kind, path, name in plan:
                     if kind == "zip":
                         self._import_zip_file(path, name)
                     else:
                         self._submit(self._ingest_path, path, name)
-            finally:
-                for fut in self._futures:
-                    fut.result()
-                self._pool = None
+        finally:
+            self._pool = None
+            self._commits.put(None)
+            committer.join()
         self.report.settle()
         self._progress()
         return self.report
@@ -252,15 +258,17 @@ class Importer:
         if self._on_progress is not None:
             self._on_progress(self.report.snapshot())
 
-    def _submit(self, fn: Callable[..., None], *args: Any) -> None:
+    def _submit(self, fn: Callable[[Any, str], None], item: Any, name: str) -> None:
         assert self._pool is not None
-        self._slots.acquire()
-        fut = self._pool.submit(self._guarded, fn, *args)
-        self._futures.append(fut)
+        self._slots.acquire()  # bounds the spools in flight (and so the temporary disk use)
+        self._pool.submit(self._guarded, fn, item, name)
 
-    def _guarded(self, fn: Callable[..., None], *args: Any) -> None:
+    def _guarded(self, fn: Callable[[Any, str], None], item: Any, name: str) -> None:
         try:
-            fn(*args)
+            fn(item, name)
+        except Exception as exc:
+            log.exception("unexpected error while importing")
+            self.report.reject(name, f"internal error ({type(exc).__name__}); see the log")
         finally:
             self._slots.release()
             self._progress()
@@ -407,20 +415,56 @@ class Importer:
         except OSError as exc:
             self.report.reject(name, _os_reason(exc))
             return
-        self._store(spool, sha, name)
+        self._prepare(spool, name, sha)
 
-    def _store(self, spool: Spool, sha: str, name: str) -> None:
+    def _prepare(self, spool: Spool, name: str, sha: str | None = None) -> None:
+        """Parse and validate (in the pool), then queue for the group commit."""
         try:
-            stored = ingest.store(self.archive, self.tenant_id, spool, sha)
+            prepared = ingest.prepare(self.archive, spool, sha)
         except DicomhubError as exc:
             self.report.reject(name, exc.reason)
-        except Exception as exc:
-            log.exception("unexpected error while storing an imported instance")
-            self.report.reject(name, f"internal error ({type(exc).__name__}); see the log")
+            return
+        self._commits.put((name, prepared))
+
+    def _commit_loop(self) -> None:
+        """Commit prepared instances in batches (group commit, see :mod:`ingest`)."""
+        finished = False
+        while not finished:
+            first = self._commits.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < COMMIT_BATCH:
+                try:
+                    item = self._commits.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    finished = True
+                    break
+                batch.append(item)
+            self._commit(batch)
+
+    def _commit(self, batch: list[tuple[str, ingest.Prepared]]) -> None:
+        try:
+            outcomes = ingest.commit(self.archive, self.tenant_id, [p for _, p in batch])
+        except Exception as exc:  # index or blob store failure: the whole batch failed
+            log.exception("could not commit imported instances")
+            reason = (
+                f"not stored: {exc.reason}"
+                if isinstance(exc, DicomhubError)
+                else (f"internal error ({type(exc).__name__}); see the log")
+            )
+            for name, prepared in batch:
+                prepared.spool.discard()
+                self.report.reject(name, reason)
         else:
-            self.report.add(stored.outcome)
-        finally:
-            spool.discard()
+            for (name, _), outcome in zip(batch, outcomes, strict=True):
+                if isinstance(outcome, DicomhubError):
+                    self.report.reject(name, outcome.reason)
+                else:
+                    self.report.add(outcome.outcome)
+        self._progress()
 
     # -----------------------------------------------------------------------------------------
     # ZIP archives: members are streamed into spools, never extracted by name
@@ -488,7 +532,7 @@ class Importer:
         elif kind != "dicom":
             raise _MemberRejected(NOT_DICOM)
         else:
-            spool = Spool(self._tmp, self._max_bytes)
+            spool = Spool(self._tmp, self._max_bytes, hash_on_write=False)  # hashed in the pool
             try:
                 spool.write(head)
                 while chunk := reader.read(_CHUNK):
@@ -498,8 +542,8 @@ class Importer:
             except BaseException:
                 spool.discard()
                 raise
-            sha = spool.finish()
-            self._submit(self._store, spool, sha, member)
+            spool.finish()
+            self._submit(self._prepare, spool, member)
 
     def _import_nested_zip(
         self, reader: _BoundedReader, head: bytes, member: str, depth: int, budget: _Budget

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from dicomhub.config import DuplicatePolicy
 from dicomhub.dicom.model import ParsedInstance
 from dicomhub.dicom.parse import parse_instance
-from dicomhub.errors import Conflict, DicomhubError, StudyMismatch
+from dicomhub.errors import Conflict, DicomhubError, InvalidDicom, StudyMismatch
 from dicomhub.services.archive import Archive
 from dicomhub.services.spool import Spool, sha256_of
 from dicomhub.storage.blobs.filesystem import fsync_file
@@ -166,9 +166,15 @@ def _write(
                 jobs.enqueue(conn, "delete_blobs", {"keys": [res.obsolete_blob]})
             elif res.obsolete_blob:
                 unused.append(res.obsolete_blob)
-            results[pos] = (
-                _conflict(it.parsed) if res.outcome == "conflict" else it.stored(res.outcome)
-            )
+            if res.outcome == "conflict":
+                results[pos] = _conflict(it.parsed)
+            elif res.outcome == "mismatch":
+                results[pos] = InvalidDicom(
+                    "the Series Instance UID already belongs to another study",
+                    **_uids(it.parsed),
+                )
+            else:
+                results[pos] = it.stored(res.outcome)
     for key in unused:  # lost a race with an identical or conflicting concurrent store
         archive.blobs.delete(key)
 

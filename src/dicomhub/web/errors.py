@@ -33,7 +33,7 @@ def status_of(exc: errors.DicomhubError) -> int:
     """The HTTP status for a domain error (most specific class wins)."""
     for cls in type(exc).__mro__:
         if cls in STATUS:
-            return STATUS[cls]  # type: ignore[index]
+            return STATUS[cls]
     return 500
 
 

@@ -47,15 +47,6 @@ def _dumps(value: Any) -> str:
 # pending blobs
 
 
-def reserve_pending(conn: Connection, tenant_id: int, blob_key: str) -> None:
-    """Record that ``blob_key`` is about to be written (crash leftovers are found by this row)."""
-    conn.execute(
-        insert(t.pending_blob).values(
-            blob_key=blob_key, tenant_id=tenant_id, created_at=time.time()
-        )
-    )
-
-
 def release_pending(conn: Connection, blob_key: str) -> None:
     """Forget a pending reservation (the blob is now owned by an instance row, or deleted)."""
     conn.execute(delete(t.pending_blob).where(t.pending_blob.c.blob_key == blob_key))
@@ -71,18 +62,6 @@ def stale_pending(conn: Connection, older_than: float) -> list[str]:
 
 # ---------------------------------------------------------------------------------------------
 # instance lookups
-
-
-def find_instance_sha(
-    conn: Connection, tenant_id: int, sop_uid: str
-) -> tuple[int, str, str] | None:
-    """(pk, sha256, blob_key) of a stored instance, or None."""
-    row = conn.execute(
-        select(t.instance.c.pk, t.instance.c.sha256, t.instance.c.blob_key).where(
-            t.instance.c.tenant_id == tenant_id, t.instance.c.sop_uid == sop_uid
-        )
-    ).first()
-    return (int(row[0]), str(row[1]), str(row[2])) if row else None
 
 
 def find_instances_sha(conn: Connection, tenant_id: int, sop_uids: Sequence[str]) -> dict[str, str]:
@@ -162,14 +141,25 @@ class CommitResult:
     obsolete_blob: str | None = None  # a blob no instance references any more
 
 
+def patient_identity(p: ParsedInstance) -> str:
+    """Who the patient is within a tenant (PS3.3 C.7.1.1: PatientID within its issuer).
+
+    Instances without a PatientID cannot be matched to other studies safely, so each such study
+    gets a patient of its own instead of all of them being merged into one "unknown" patient.
+    """
+    pid = p.patient.get("patient_id") or ""
+    if not pid:
+        return "study:" + p.study_instance_uid
+    return "id:" + (p.patient.get("issuer_of_patient_id") or "") + "\\" + pid
+
+
 def _get_or_create_patient(conn: Connection, tenant_id: int, p: ParsedInstance, now: float) -> int:
     pid = p.patient.get("patient_id") or ""
     issuer = p.patient.get("issuer_of_patient_id") or ""
+    identity = patient_identity(p)
     row = conn.execute(
         select(t.patient.c.pk).where(
-            t.patient.c.tenant_id == tenant_id,
-            t.patient.c.patient_id == pid,
-            t.patient.c.issuer == issuer,
+            t.patient.c.tenant_id == tenant_id, t.patient.c.identity == identity
         )
     ).first()
     if row:
@@ -178,6 +168,7 @@ def _get_or_create_patient(conn: Connection, tenant_id: int, p: ParsedInstance, 
     res = conn.execute(
         insert(t.patient).values(
             tenant_id=tenant_id,
+            identity=identity,
             patient_id=pid,
             issuer=issuer,
             patient_name=name,
@@ -228,13 +219,16 @@ def _get_or_create_study(
 
 def _get_or_create_series(
     conn: Connection, tenant_id: int, study_pk: int, p: ParsedInstance, now: float
-) -> tuple[int, bool]:
+) -> tuple[int, bool] | None:
+    """The series row (pk, created); None if the Series Instance UID belongs to another study."""
     row = conn.execute(
         select(t.series.c.pk, t.series.c.study_pk).where(
             t.series.c.tenant_id == tenant_id, t.series.c.series_uid == p.series_instance_uid
         )
     ).first()
     if row:
+        if int(row[1]) != study_pk:
+            return None
         return int(row[0]), False
     s = p.series
     number = s.get("series_number")
@@ -277,40 +271,67 @@ def commit_instances(
     """Make a batch of instances visible in the caller's write transaction (group commit).
 
     The duplicate policy is applied inside the transaction, so concurrent stores of one SOP
-    Instance UID resolve to exactly one copy. Statements are batched per level: a batch of one
-    series costs a handful of statements whatever its size.
+    Instance UID resolve to exactly one copy. An instance whose Series Instance UID already
+    belongs to another study is refused ("mismatch"). Statements are batched per level: a batch
+    of one series costs a handful of statements whatever its size.
     """
     now = time.time()
     conn.execute(
         delete(t.pending_blob).where(t.pending_blob.c.blob_key.in_([i.blob_key for i in items]))
     )
     existing = _existing(conn, tenant_id, [i.parsed.sop_instance_uid for i in items])
+    owners = _series_owners(conn, tenant_id, [i.parsed.series_instance_uid for i in items])
     results: list[CommitResult | None] = [None] * len(items)
     fresh: list[tuple[int, NewInstance]] = []
     seen: dict[str, str] = {}
     for pos, item in enumerate(items):
-        sop = item.parsed.sop_instance_uid
+        p = item.parsed
+        sop = p.sop_instance_uid
         if sop in seen:  # the same instance twice in one batch
             same = seen[sop] == item.sha256
             results[pos] = CommitResult("duplicate" if same else "conflict", item.blob_key)
             continue
         seen[sop] = item.sha256
         old = existing.get(sop)
-        if old is None:
-            fresh.append((pos, item))
-        elif old[1] == item.sha256:
+        if old is not None and old[1] == item.sha256:
             results[pos] = CommitResult("duplicate", obsolete_blob=item.blob_key)
-        elif not overwrite:
+            continue
+        if old is not None and not overwrite:
             results[pos] = CommitResult("conflict", obsolete_blob=item.blob_key)
-        else:
-            _replace_instance(conn, old[0], item)
-            _changes(conn, tenant_id, "updated", [item.parsed], now)
-            results[pos] = CommitResult("overwritten", obsolete_blob=old[2])
+            continue
+        if old is not None:
+            # Overwrite = remove the old version (counts, empty series/studies) and insert anew.
+            delete_instances(conn, tenant_id, [_record(conn, old[0])])
+            owners = _series_owners(conn, tenant_id, [i.parsed.series_instance_uid for i in items])
+        owner = owners.setdefault(p.series_instance_uid, p.study_instance_uid)
+        if owner != p.study_instance_uid:
+            results[pos] = CommitResult("mismatch", obsolete_blob=item.blob_key)
+            continue
+        results[pos] = CommitResult(
+            "overwritten" if old is not None else "stored",
+            obsolete_blob=old[2] if old is not None else None,
+        )
+        fresh.append((pos, item))
     if fresh:
         _insert_fresh(conn, tenant_id, [item for _, item in fresh], now)
-        for pos, _ in fresh:
-            results[pos] = CommitResult("stored")
     return [r if r is not None else CommitResult("conflict") for r in results]
+
+
+def _series_owners(conn: Connection, tenant_id: int, series_uids: list[str]) -> dict[str, str]:
+    """The Study Instance UID each known series belongs to."""
+    rows = conn.execute(
+        select(t.series.c.series_uid, t.study.c.study_uid)
+        .select_from(t.series.join(t.study, t.study.c.pk == t.series.c.study_pk))
+        .where(t.series.c.tenant_id == tenant_id, t.series.c.series_uid.in_(set(series_uids)))
+    )
+    return {str(a): str(b) for a, b in rows}
+
+
+def _record(conn: Connection, pk: int) -> InstanceRecord:
+    row = conn.execute(
+        select(*INSTANCE_COLUMNS).select_from(_INSTANCE_FROM).where(t.instance.c.pk == pk)
+    ).one()
+    return row_to_instance(row)
 
 
 def _existing(conn: Connection, tenant_id: int, sops: list[str]) -> dict[str, tuple[int, str, str]]:
@@ -334,7 +355,9 @@ def _insert_fresh(conn: Connection, tenant_id: int, items: list[NewInstance], no
             studies[p.study_instance_uid] = _get_or_create_study(conn, tenant_id, p, now)
         study_pk, _ = studies[p.study_instance_uid]
         if p.series_instance_uid not in series:
-            series[p.series_instance_uid] = _get_or_create_series(conn, tenant_id, study_pk, p, now)
+            got = _get_or_create_series(conn, tenant_id, study_pk, p, now)
+            assert got is not None, "series ownership is checked before insertion"
+            series[p.series_instance_uid] = got
             n_inst, n_series, mods = per_study.get(study_pk, (0, 0, set()))
             new_series = series[p.series_instance_uid][1]
             modality = p.series.get("modality")
@@ -401,27 +424,6 @@ def _instance_columns(p: ParsedInstance) -> dict[str, Any]:
         "frames": _dumps([[[r.offset, r.length] for r in frame] for frame in p.frames]),
         "bulk": _dumps({k: [r.offset, r.length] for k, r in p.bulk.items()}),
     }
-
-
-def _replace_instance(conn: Connection, pk: int, item: NewInstance) -> None:
-    p = item.parsed
-    conn.execute(
-        update(t.instance)
-        .where(t.instance.c.pk == pk)
-        .values(
-            sop_class_uid=p.sop_class_uid,
-            transfer_syntax_uid=p.transfer_syntax_uid,
-            blob_key=item.blob_key,
-            size=item.size,
-            sha256=item.sha256,
-            **_instance_columns(p),
-        )
-    )
-    conn.execute(
-        update(t.instance_metadata)
-        .where(t.instance_metadata.c.instance_pk == pk)
-        .values(json=item.metadata_text)
-    )
 
 
 def _changes(

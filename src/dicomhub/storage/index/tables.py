@@ -43,6 +43,9 @@ patient = Table(
     metadata,
     Column("pk", PK, primary_key=True),
     Column("tenant_id", PK, ForeignKey("tenant.id"), nullable=False),
+    # Who the patient is within the tenant: IssuerOfPatientID + PatientID, or, for instances
+    # without a PatientID, the study (such patients are never merged across studies).
+    Column("identity", String(200), nullable=False),
     Column("patient_id", String(64), nullable=False),  # '' when absent
     Column("issuer", String(64), nullable=False),  # IssuerOfPatientID, '' when absent
     Column("patient_name", String(324)),
@@ -50,7 +53,8 @@ patient = Table(
     Column("patient_birth_date", String(8)),
     Column("patient_sex", String(16)),
     Column("attrs", Text, nullable=False),
-    UniqueConstraint("tenant_id", "patient_id", "issuer", name="uq_patient_id"),
+    UniqueConstraint("tenant_id", "identity", name="uq_patient_identity"),
+    Index("ix_patient_id", "tenant_id", "patient_id"),
     Index("ix_patient_name", "tenant_id", "patient_name"),
 )
 

@@ -31,6 +31,7 @@ def upgrade() -> None:
         "patient",
         sa.Column("pk", PK, primary_key=True),
         sa.Column("tenant_id", PK, sa.ForeignKey("tenant.id"), nullable=False),
+        sa.Column("identity", sa.String(200), nullable=False),
         sa.Column("patient_id", sa.String(64), nullable=False),  # '' when absent
         sa.Column("issuer", sa.String(64), nullable=False),  # IssuerOfPatientID, '' when absent
         sa.Column("patient_name", sa.String(324)),
@@ -38,7 +39,7 @@ def upgrade() -> None:
         sa.Column("patient_birth_date", sa.String(8)),
         sa.Column("patient_sex", sa.String(16)),
         sa.Column("attrs", sa.Text, nullable=False),
-        sa.UniqueConstraint("tenant_id", "patient_id", "issuer", name="uq_patient_id"),
+        sa.UniqueConstraint("tenant_id", "identity", name="uq_patient_identity"),
     )
 
     op.create_table(
@@ -148,6 +149,7 @@ def upgrade() -> None:
         sa.Column("sop_uid", sa.String(64)),
         sa.Column("at", sa.Float, nullable=False),
     )
+    op.create_index("ix_patient_id", "patient", ["tenant_id", "patient_id"])
     op.create_index("ix_patient_name", "patient", ["tenant_id", "patient_name"])
     op.create_index("ix_study_date", "study", ["tenant_id", "study_date"])
     op.create_index("ix_study_accession", "study", ["tenant_id", "accession_number"])
