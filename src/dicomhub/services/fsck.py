@@ -139,19 +139,20 @@ def fsck(
             )
         }
     referenced: set[str] = set()
-    n_instances = 0
+    n_instances = n_hashed = 0
     with ThreadPoolExecutor(max(1, jobs), thread_name_prefix="dicomhub-fsck") as pool:
         for page in _instance_pages(archive):
             n_instances += len(page)
             referenced.update(r.blob_key for r in page)
-            for found in pool.map(lambda r: _check_instance(archive, r, quick), page):
+            for found, hashed in pool.map(lambda r: _check_instance(archive, r, quick), page):
                 report.problems.extend(found)
+                n_hashed += hashed
     with archive.db.read() as conn:
         deleting = _keys_awaiting_deletion(conn)
     report.checked.update(
         instances=n_instances,
         blobs=len(blob_keys),
-        hashed=0 if quick else n_instances,
+        hashed=n_hashed,
         pending=len(pending),
         awaiting_deletion=len(deleting & blob_keys),
     )
@@ -204,26 +205,29 @@ def _instance_pages(archive: Archive) -> Iterator[list[_Row]]:
         last = rows[-1].pk
 
 
-def _check_instance(archive: Archive, row: _Row, quick: bool) -> list[Problem]:
+def _check_instance(archive: Archive, row: _Row, quick: bool) -> tuple[list[Problem], bool]:
+    """The problems of one instance, and whether its blob was hashed."""
     size = archive.blobs.size(row.blob_key)
     if size is None:
-        return [row.problem("missing_blob")]
+        return [row.problem("missing_blob")], False
     problems: list[Problem] = []
     if size != row.size:
         problems.append(row.problem("size_mismatch", indexed_size=row.size, blob_size=size))
     if quick:
-        return problems
+        return problems, False
+    hashed = False
     try:
-        if size == row.size:
+        if size == row.size:  # else the digest cannot match: spare the read
             digest = hashlib.sha256()
             for chunk in archive.blobs.open_range(row.blob_key):
                 digest.update(chunk)
+            hashed = True
             if digest.hexdigest() != row.sha256:
                 problems.append(row.problem("checksum_mismatch"))
         problems.extend(_check_parse(archive, row))
     except DicomhubError as exc:  # the blob vanished while being read
         problems.append(row.problem("missing_blob", reason=exc.reason))
-    return problems
+    return problems, hashed
 
 
 def _check_parse(archive: Archive, row: _Row) -> list[Problem]:

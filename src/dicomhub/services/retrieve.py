@@ -136,16 +136,92 @@ def _frame_by_parsing(archive: Archive, rec: InstanceRecord, number: int) -> byt
                 return bytes(frame)
         raise NotFound(f"frame {number} could not be located")
     pixel: bytes = ds.PixelData
-    size = len(pixel) // n
-    return pixel[(number - 1) * size : number * size]
+    bits = int(getattr(ds, "BitsAllocated", 8))
+    samples = int(getattr(ds, "SamplesPerPixel", 1))
+    frame_bits = int(ds.Rows) * int(ds.Columns) * samples * bits
+    if frame_bits % 8 == 0:
+        size = frame_bits // 8
+        return pixel[(number - 1) * size : number * size]
+    # BitsAllocated 1 with frames that do not end on a byte boundary (PS3.5 §8.1.1): the
+    # frame's bits, re-packed to start at bit 0 of its first byte.
+    import numpy as np
+
+    start = (number - 1) * frame_bits
+    first, last = start // 8, (start + frame_bits + 7) // 8
+    packed = np.frombuffer(pixel[first:last], dtype=np.uint8)
+    unpacked = np.unpackbits(packed, bitorder="little")
+    offset = start - first * 8
+    return np.packbits(unpacked[offset : offset + frame_bits], bitorder="little").tobytes()
 
 
-def bulk_range(rec: InstanceRecord, key: str) -> ByteRange:
-    """The stored byte range of a bulk data value (PS3.18 §10.4.1.1.5)."""
+_SWAP_WIDTH = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
+
+
+def bulk_chunks(archive: Archive, rec: InstanceRecord, key: str) -> Iterator[bytes]:
+    """The value of a bulk data element, in little-endian byte order (PS3.18 §10.4.1.1.5).
+
+    Usually a ranged read of the offsets indexed at ingest. A deflated data set has no usable
+    offsets, and a big-endian one must be byte-swapped per its VR (PS3.18 §8.7.3.3.1): both are
+    read whole (bounded by the instance size limit).
+    """
     r = rec.bulk().get(key)
+    if rec.transfer_syntax_uid == DEFLATED:
+        return iter([_bulk_by_parsing(archive, rec, key)])
     if r is None:
         raise NotFound("no such bulk data")
-    return r
+    if rec.transfer_syntax_uid == BIG_ENDIAN:
+        width = _SWAP_WIDTH.get(_vr_at(archive, rec, key) or "", 1)
+        data = archive.blobs.read_range(rec.blob_key, r.offset, r.length)
+        return iter([_swap(data, width)])
+    return archive.blobs.open_range(rec.blob_key, r.offset, r.length)
+
+
+def _swap(data: bytes, width: int) -> bytes:
+    if width == 1 or len(data) % width:
+        return data
+    import numpy as np
+
+    return np.frombuffer(data, dtype=f">u{width}").astype(f"<u{width}").tobytes()
+
+
+def _vr_at(archive: Archive, rec: InstanceRecord, key: str) -> str | None:
+    """The VR of the bulk element at ``key`` (``TTTTTTTT`` or ``SSSSSSSS/i/TTTTTTTT``)."""
+    import json
+
+    with archive.db.read() as conn:
+        text = index.metadata_json(conn, [rec.pk]).get(rec.pk)
+    if text is None:
+        return None
+    node: object = json.loads(text)
+    parts = key.split("/")
+    for i in range(0, len(parts), 2):
+        if not isinstance(node, dict) or parts[i] not in node:
+            return None
+        elem = node[parts[i]]
+        if i + 1 == len(parts):
+            vr = elem.get("vr") if isinstance(elem, dict) else None
+            return vr if isinstance(vr, str) else None
+        items = elem.get("Value", []) if isinstance(elem, dict) else []
+        idx = int(parts[i + 1]) if parts[i + 1].isdigit() else -1
+        if not 0 <= idx < len(items):
+            return None
+        node = items[idx]
+    return None
+
+
+def _bulk_by_parsing(archive: Archive, rec: InstanceRecord, key: str) -> bytes:
+    """Find a bulk value by reading the whole data set (deflated instances)."""
+    ds = _open_dataset(archive, rec)
+    parts = key.split("/")
+    try:
+        for i in range(0, len(parts) - 1, 2):
+            ds = ds[int(parts[i], 16)].value[int(parts[i + 1])]
+        value = ds[int(parts[-1], 16)].value
+    except (KeyError, IndexError, ValueError, TypeError) as exc:
+        raise NotFound("no such bulk data") from exc
+    if not isinstance(value, bytes):
+        raise NotFound("no such bulk data")
+    return value
 
 
 def stream_blob(archive: Archive, rec: InstanceRecord) -> Iterator[bytes]:

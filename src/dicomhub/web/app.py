@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
@@ -16,7 +17,7 @@ from dicomhub.config import Settings
 from dicomhub.jobs.worker import WorkerThread
 from dicomhub.services.archive import Archive
 from dicomhub.web.dicomweb import delete, qido, stow, wado
-from dicomhub.web.errors import domain_error, unexpected_error
+from dicomhub.web.errors import domain_error, http_error, unexpected_error
 from dicomhub.web.ui.home import home
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ def create_app(settings: Settings, archive: Archive | None = None) -> Starlette:
             Mount(settings.base_path, routes=dicomweb),
         ],
         exception_handlers={
+            HTTPException: http_error,
             errors.DicomhubError: domain_error,
             Exception: unexpected_error,
         },

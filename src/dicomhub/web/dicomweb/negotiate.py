@@ -56,11 +56,13 @@ def _multipart_type(r: MediaRange, default: str) -> str | None:
 
 
 def _ts_ok(r: MediaRange, stored: set[str], native_equivalent: set[str] | None = None) -> bool:
+    """Whether every instance can be sent in the transfer syntax the range asks for."""
     ts = r.params.get("transfer-syntax")
     if ts is None or ts == "*":
         return True
-    allowed = native_equivalent if native_equivalent is not None else stored
-    return ts in allowed
+    if native_equivalent is not None:
+        return ts in native_equivalent
+    return stored == {ts}
 
 
 def choose_instances(accept: list[MediaRange], syntaxes: set[str], single: bool) -> Choice:

@@ -273,7 +273,10 @@ def _start_part(
 ) -> tuple[Spool | None, errors.DicomhubError | None]:
     ctype = event.headers.get("content-type")
     if ctype:
-        media, _ = parse_content_type(ctype)
+        try:
+            media, _ = parse_content_type(ctype)
+        except errors.InvalidInput as exc:  # fail this part only
+            return None, errors.UnsupportedMediaType(f"unreadable part Content-Type: {exc.reason}")
         if media != DICOM:
             return None, errors.UnsupportedMediaType(f"part media type {media} is not {DICOM}")
     return Spool(tmp_dir, max_bytes, hash_on_write=False), None

@@ -156,16 +156,15 @@ async def retrieve_bulkdata(request: Request) -> Response:
     """GET .../bulkdata/{key}: one bulk data value (PS3.18 §10.4.1.1.5)."""
     records = await _records(request)
     rec = records[0]
-    key = request.path_params["key"]
-    r = retrieve.bulk_range(rec, key)
     choice = choose_bulk(parse_accept(request.headers.get("accept")))
     archive = archive_of(request)
+    chunks = await run_in_threadpool(retrieve.bulk_chunks, archive, rec, request.path_params["key"])
     boundary = new_boundary()
 
     async def body() -> AsyncIterator[bytes]:
         if choice.multipart:
             yield _part_header(choice.media_type, None, boundary)
-        async for chunk in _iterate(archive.blobs.open_range(rec.blob_key, r.offset, r.length)):
+        async for chunk in _iterate(chunks):
             yield chunk
         if choice.multipart:
             yield b"\r\n--" + boundary.encode() + b"--\r\n"
