@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +39,14 @@ def settings_from(args: argparse.Namespace, **extra: Any) -> Settings:
 
 
 def setup_logging(level: str) -> None:
-    """Plain, PHI-free log lines on stderr."""
+    """Plain, PHI-free log lines on stderr.
+
+    pydicom reports invalid element values by quoting them (in warnings and on its logger);
+    such a value can be a patient's name or ID, so both are silenced below ERROR.
+    """
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("pydicom").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=UserWarning)

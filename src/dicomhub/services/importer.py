@@ -1,9 +1,11 @@
 """Bulk import of files, folders, ZIP archives and DICOM media (``dicomhub import``).
 
 Every instance goes through :func:`~dicomhub.services.spool.spool_file` (or a
-:class:`~dicomhub.services.spool.Spool` fed from a ZIP member) and
-:func:`dicomhub.services.ingest.store`, the path STOW-RS uses: same validation, durability and
-duplicate policy. The importer only finds the instances:
+:class:`~dicomhub.services.spool.Spool` fed from a ZIP member), then
+:func:`dicomhub.services.ingest.prepare` (in a pool of ``jobs`` threads) and
+:func:`dicomhub.services.ingest.commit` (one thread, batches of :data:`COMMIT_BATCH`: group
+commit), the path STOW-RS uses: same validation, durability and duplicate policy. The importer
+only finds the instances:
 
 * folders are walked recursively; symbolic links are followed only while they stay inside the
   given roots, and a file reached twice (link, overlapping inputs, DICOMDIR) is imported once;

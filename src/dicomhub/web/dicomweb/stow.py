@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -144,6 +145,59 @@ def _check_request(request: Request, max_bytes: int) -> bytes:
 
 BATCH = 32  # instances committed together (group commit)
 IN_FLIGHT = 4  # instances parsed concurrently while the body is still arriving
+MEMORY_PART = 4 * 1024 * 1024  # parts up to this size stay in memory until a worker spools them
+WRITE_CHUNK = 1024 * 1024  # larger parts are written to their spool in chunks of this size
+
+
+class _Part:
+    """One part of the body as it arrives.
+
+    Small parts (most DICOM objects) are kept in memory and spooled by a worker thread; larger
+    ones go to a spool file in 1 MiB writes from worker threads. The event loop itself never
+    creates or writes files: on a busy disk a file create can wait on the journal for
+    milliseconds, which would stall every request.
+    """
+
+    def __init__(self, tmp_dir: Path, max_bytes: int) -> None:
+        self.tmp_dir = tmp_dir
+        self.max_bytes = max_bytes
+        self.chunks: list[bytes] = []
+        self.buffered = 0
+        self.size = 0
+        self.spool: Spool | None = None
+
+    async def write(self, data: bytes) -> None:
+        """Append data; raises PayloadTooLarge past the instance bound."""
+        self.size += len(data)
+        if self.size > self.max_bytes:
+            raise errors.PayloadTooLarge(
+                f"instance larger than the limit of {self.max_bytes} bytes"
+            )
+        self.chunks.append(data)
+        self.buffered += len(data)
+        if self.size > MEMORY_PART and self.buffered >= WRITE_CHUNK:
+            chunks, self.chunks, self.buffered = self.chunks, [], 0
+            await run_in_threadpool(self._write, chunks)
+
+    def _write(self, chunks: list[bytes]) -> None:
+        if self.spool is None:
+            self.spool = Spool(self.tmp_dir, self.max_bytes, hash_on_write=False)
+        for chunk in chunks:
+            self.spool.write(chunk)
+
+    def to_spool(self) -> Spool:
+        """Write what is buffered and close the spool (runs in a worker thread)."""
+        chunks, self.chunks, self.buffered = self.chunks, [], 0
+        self._write([b"".join(chunks)] if len(chunks) > 1 else chunks)
+        assert self.spool is not None
+        self.spool.finish()
+        return self.spool
+
+    def discard(self) -> None:
+        """Drop the part (its spool file, if any)."""
+        self.chunks = []
+        if self.spool is not None:
+            self.spool.discard()
 
 
 class _Pipeline:
@@ -157,23 +211,26 @@ class _Pipeline:
         self.tasks: list[asyncio.Task[ingest.Prepared | errors.DicomhubError]] = []
         self.slots = asyncio.Semaphore(IN_FLIGHT)
 
-    async def _prepare(
-        self, spool: Spool, sha: str | None
-    ) -> ingest.Prepared | errors.DicomhubError:
+    def _prepare_sync(self, part: _Part) -> ingest.Prepared:
         try:
-            return await run_in_threadpool(
-                ingest.prepare, self.archive, spool, sha, expected_study=self.study
-            )
+            spool = part.to_spool()
+        except BaseException:
+            part.discard()
+            raise
+        return ingest.prepare(self.archive, spool, None, expected_study=self.study)
+
+    async def _prepare(self, part: _Part) -> ingest.Prepared | errors.DicomhubError:
+        try:
+            return await run_in_threadpool(self._prepare_sync, part)
         except errors.DicomhubError as exc:
             return exc
         finally:
             self.slots.release()
 
-    async def add(self, spool: Spool) -> None:
+    async def add(self, part: _Part) -> None:
         """Schedule a finished part; flush a batch when enough parts are waiting."""
-        sha = spool.finish()
         await self.slots.acquire()
-        self.tasks.append(asyncio.create_task(self._prepare(spool, sha)))
+        self.tasks.append(asyncio.create_task(self._prepare(part)))
         if len(self.tasks) >= BATCH:
             await self.flush()
 
@@ -216,13 +273,13 @@ async def store_instances(request: Request) -> Response:
     parser = MultipartParser(boundary, max_parts=settings.max_parts)
     report = StoreReport(base_url(request), None)
     pipeline = _Pipeline(request, study, report)
-    spool: Spool | None = None
+    part: _Part | None = None
     part_error: errors.DicomhubError | None = None
     received = 0
 
     async def end_part() -> None:
-        nonlocal spool, part_error
-        current, spool = spool, None
+        nonlocal part, part_error
+        current, part = part, None
         if part_error is not None:
             pipeline.fail(part_error)
             part_error = None
@@ -238,14 +295,16 @@ async def store_instances(request: Request) -> Response:
                 )
             for event in parser.feed(chunk):
                 if isinstance(event, PartData):
-                    if spool is not None:
+                    if part is not None:
                         try:
-                            spool.write(event.data)
+                            await part.write(event.data)
                         except errors.PayloadTooLarge as exc:
-                            spool, part_error = None, exc
+                            part.discard()
+                            part, part_error = None, exc
                 elif isinstance(event, PartStart):
-                    spool, part_error = _start_part(
-                        event, settings.tmp_dir, settings.max_instance_bytes
+                    part_error = _check_part(event)
+                    part = (
+                        None if part_error else _Part(settings.tmp_dir, settings.max_instance_bytes)
                     )
                 else:
                     await end_part()
@@ -261,25 +320,25 @@ async def store_instances(request: Request) -> Response:
         await pipeline.abort()
         raise
     finally:
-        if spool is not None:
-            spool.discard()
+        if part is not None:
+            part.discard()
     if not report.referenced and not report.failed:
         raise errors.InvalidInput("the multipart body contains no parts")
     return report.response()
 
 
-def _start_part(
-    event: PartStart, tmp_dir: Any, max_bytes: int
-) -> tuple[Spool | None, errors.DicomhubError | None]:
+def _check_part(event: PartStart) -> errors.DicomhubError | None:
+    """A part whose media type is not application/dicom fails on its own (0xC000)."""
     ctype = event.headers.get("content-type")
-    if ctype:
-        try:
-            media, _ = parse_content_type(ctype)
-        except errors.InvalidInput as exc:  # fail this part only
-            return None, errors.UnsupportedMediaType(f"unreadable part Content-Type: {exc.reason}")
-        if media != DICOM:
-            return None, errors.UnsupportedMediaType(f"part media type {media} is not {DICOM}")
-    return Spool(tmp_dir, max_bytes, hash_on_write=False), None
+    if not ctype:
+        return None
+    try:
+        media, _ = parse_content_type(ctype)
+    except errors.InvalidInput as exc:
+        return errors.UnsupportedMediaType(f"unreadable part Content-Type: {exc.reason}")
+    if media != DICOM:
+        return errors.UnsupportedMediaType(f"part media type {media} is not {DICOM}")
+    return None
 
 
 def routes() -> list[BaseRoute]:
