@@ -7,6 +7,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
+from dicomhub.storage.index import planner_stats
 from dicomhub.storage.index.engine import IndexDatabase
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -21,5 +22,8 @@ def alembic_config(db: IndexDatabase) -> Config:
 
 
 def upgrade(db: IndexDatabase, revision: str = "head") -> None:
-    """Bring the schema to ``revision`` (idempotent)."""
+    """Bring the schema to ``revision`` (idempotent), then install the planner statistics."""
     command.upgrade(alembic_config(db), revision)
+    if db.dialect == "sqlite":
+        with db.write() as conn:
+            planner_stats.install(conn)

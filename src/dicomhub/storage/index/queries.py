@@ -116,15 +116,25 @@ def search_statement(
     joined = _JOINED[level]
     base = _TABLES[joined[-1]]
     conditions: list[ColumnElement[bool]] = [base.c.tenant_id == tenant_id]
-    # The pk joins already stay within the tenant; repeating the condition on every joined
-    # table lets the planner use the (tenant_id, ...) indexes of any level.
-    conditions += [_TABLES[name].c.tenant_id == tenant_id for name in joined[:-1]]
+    constrained: set[str] = set()  # upper-level tables with a condition of their own
     if query.study_uid is not None:
         conditions.append(t.study.c.study_uid == query.study_uid)
+        constrained.add("study")
     if query.series_uid is not None and level.rank >= Level.SERIES.rank:
         conditions.append(t.series.c.series_uid == query.series_uid)
+        constrained.add("series")
     for match in query.filters():
         conditions.append(_condition(match, query.fuzzy, joined))
+        attr = BY_TAG.get(match.tag)
+        if attr is not None and attr.column is not None and attr.exists_column is None:
+            constrained.add(attr.column.split(".")[0])
+    # The pk joins already stay within the tenant. Repeating the tenant condition on an upper
+    # table that has a condition lets the planner start from that table's (tenant_id, ...)
+    # index; on the others it would only turn the LEFT joins into inner ones and invite a
+    # worse join order.
+    conditions += [
+        _TABLES[name].c.tenant_id == tenant_id for name in joined[:-1] if name in constrained
+    ]
 
     columns: list[Any] = [base.c.pk.label("pk")]
     if "study" in joined:
@@ -162,19 +172,26 @@ def search_rows(
 
 
 def _from(level: Level) -> FromClause:
+    """The level's table joined to the levels above it.
+
+    The upper levels are LEFT joins (every row has its parent, so the result is the same): the
+    planner then starts from the queried level and walks its ordering index, stopping at the
+    limit, unless a condition on an upper level makes it an inner join that it may reorder
+    (e.g. PatientID: start from the patient index).
+    """
     if level is Level.PATIENT:
         return t.patient
-    study = t.study.join(t.patient, t.patient.c.pk == t.study.c.patient_pk)
+    study = t.study.outerjoin(t.patient, t.patient.c.pk == t.study.c.patient_pk)
     if level is Level.STUDY:
         return study
     if level is Level.SERIES:
-        return t.series.join(t.study, t.study.c.pk == t.series.c.study_pk).join(
+        return t.series.outerjoin(t.study, t.study.c.pk == t.series.c.study_pk).outerjoin(
             t.patient, t.patient.c.pk == t.study.c.patient_pk
         )
     return (
-        t.instance.join(t.series, t.series.c.pk == t.instance.c.series_pk)
-        .join(t.study, t.study.c.pk == t.instance.c.study_pk)
-        .join(t.patient, t.patient.c.pk == t.study.c.patient_pk)
+        t.instance.outerjoin(t.series, t.series.c.pk == t.instance.c.series_pk)
+        .outerjoin(t.study, t.study.c.pk == t.instance.c.study_pk)
+        .outerjoin(t.patient, t.patient.c.pk == t.study.c.patient_pk)
     )
 
 
@@ -231,7 +248,13 @@ def _value(col: Any, vr: str, matcher: Matcher) -> ColumnElement[bool]:
             return _time_between(col, first, last)
         return col == matcher.value  # type: ignore[no-any-return]
     if isinstance(matcher, Wildcard):
-        return col.like(like_pattern(matcher), escape="\\")  # type: ignore[no-any-return]
+        like = col.like(like_pattern(matcher), escape="\\")
+        prefix = literal_prefix(matcher)
+        if not prefix or ord(prefix[-1]) >= 0x10FFFF:
+            return like  # type: ignore[no-any-return]
+        # An explicit range on the literal prefix lets any database use the column's index.
+        upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        return and_(col >= prefix, col < upper, like)
     if isinstance(matcher, UidList):
         return col.in_(matcher.uids)  # type: ignore[no-any-return]
     if isinstance(matcher, AnyOf):
@@ -283,6 +306,16 @@ def _time_between(col: Any, first: str | None, last: str | None) -> ColumnElemen
 
 def _escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def literal_prefix(wildcard: Wildcard) -> str:
+    """The literal text before the first wildcard character."""
+    prefix = ""
+    for kind, text in wildcard.parts():
+        if kind != "lit":
+            break
+        prefix += text
+    return prefix
 
 
 def like_pattern(wildcard: Wildcard) -> str:
