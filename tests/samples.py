@@ -24,6 +24,16 @@ TRUNCATED = {
     "files/pydicom-wheel/test_files/rtplan_truncated.dcm",
     "files/pydicom-data/emri_small_jpeg_2k_lossless_too_short.dcm",
 }
+
+# Four instances of one study (…0.133): series …0.134 (1 instance) and …0.136 (3 instances).
+STUDY_133 = [
+    "files/pydicom-wheel/test_files/dicomdirtests/98892003/MR1/4919",
+    "files/pydicom-wheel/test_files/dicomdirtests/98892003/MR2/4950",
+    "files/pydicom-wheel/test_files/dicomdirtests/98892003/MR2/4981",
+    "files/pydicom-wheel/test_files/dicomdirtests/98892003/MR2/5011",
+]
+CT_SMALL = "files/pydicom-wheel/test_files/CT_small.dcm"  # 39 KB, another study
+
 UID_KEYWORDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
 _UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 

@@ -15,10 +15,8 @@ rows must match one to one.
 
 from __future__ import annotations
 
-import io
 import json
 import random
-import socket
 import subprocess
 import sys
 import threading
@@ -32,11 +30,18 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import generate_uid
 
-from dicomhub.cli.main import main
-from dicomhub.web.multipart import MultipartParser, PartData, PartStart, parse_content_type
+from tests.conftest import free_port
+from tests.helpers import (
+    ct_image,
+    dicom_multipart_type,
+    multipart_body,
+    part10_bytes,
+    run_cli,
+    single_part,
+    zeroed,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -61,43 +66,24 @@ def make_instances(n: int, rng: random.Random) -> list[Instance]:
         study = studies[i % len(studies)]
         ser = series[study][i % 2]
         sop = generate_uid()
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = CTImageStorage
-        meta.MediaStorageSOPInstanceUID = sop
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = Dataset()
-        ds.file_meta = meta
+        pixels = np.random.default_rng(i).integers(0, 4096, (64, 64), dtype=np.uint16)
+        ds = ct_image(
+            sop=sop,
+            study=study,
+            series=ser,
+            patient_name="Crash^Test",
+            patient_id="CRASH-1",
+            size=64,
+            bits_allocated=16,
+            bits_stored=12,
+            pixel_data=pixels.tobytes(),
+        )
         ds.preamble = rng.randbytes(128)  # must come back zeroed
-        ds.SOPClassUID = CTImageStorage
-        ds.SOPInstanceUID = sop
-        ds.StudyInstanceUID = study
-        ds.SeriesInstanceUID = ser
-        ds.PatientName = "Crash^Test"
-        ds.PatientID = "CRASH-1"
-        ds.Modality = "CT"
         ds.InstanceNumber = i + 1
-        ds.Rows = ds.Columns = 64
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.BitsAllocated = 16
-        ds.BitsStored = 12
-        ds.HighBit = 11
-        ds.PixelRepresentation = 0
         ds.RescaleIntercept = -1024
         ds.RescaleSlope = 1
-        pixels = np.random.default_rng(i).integers(0, 4096, (64, 64), dtype=np.uint16)
-        ds.PixelData = pixels.tobytes()
-        buf = io.BytesIO()
-        ds.save_as(buf, enforce_file_format=True)
-        out.append(Instance(study, ser, sop, buf.getvalue()))
+        out.append(Instance(study, ser, sop, part10_bytes(ds)))
     return out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class Server:
@@ -188,16 +174,8 @@ class Ledger:
 
 def stow(client: httpx.Client, base: str, batch: list[Instance]) -> httpx.Response:
     boundary = uuid.uuid4().hex
-    body = b"".join(
-        b"--"
-        + boundary.encode()
-        + b"\r\nContent-Type: application/dicom\r\n\r\n"
-        + i.data
-        + b"\r\n"
-        for i in batch
-    )
-    body += b"--" + boundary.encode() + b"--\r\n"
-    ctype = f'multipart/related; type="application/dicom"; boundary={boundary}'
+    body = multipart_body([i.data for i in batch], boundary)
+    ctype = dicom_multipart_type(boundary)
     return client.post(
         f"{base}/dicomweb/studies", content=body, headers={"Content-Type": ctype}, timeout=30
     )
@@ -252,24 +230,19 @@ def fetch(base: str, inst: Instance) -> bytes:
         timeout=30,
     )
     assert r.status_code == 200, (inst.sop, r.status_code, r.text[:300])
-    _, params = parse_content_type(r.headers["content-type"])
-    parser = MultipartParser(params["boundary"].encode())
-    events = parser.feed(r.content) + parser.close()
-    assert sum(isinstance(e, PartStart) for e in events) == 1
-    return b"".join(e.data for e in events if isinstance(e, PartData))
+    return single_part(r)
 
 
 def verify_acknowledged(server: Server, ledger: Ledger) -> None:
     with ledger.lock:
         acked = list(ledger.acked.values())
-    lost = [i.sop for i in acked if fetch(server.base, i) != bytes(128) + i.data[128:]]
+    lost = [i.sop for i in acked if fetch(server.base, i) != zeroed(i.data)]
     assert not lost, f"{len(lost)} acknowledged instances lost or altered: {lost[:5]}"
 
 
 def fsck_report(data: Path, capsys: pytest.CaptureFixture[str], *flags: str) -> dict[str, Any]:
-    capsys.readouterr()
-    code = main(["fsck", "--data-dir", str(data), "--json", *flags])
-    report: dict[str, Any] = json.loads(capsys.readouterr().out)
+    code, out = run_cli(capsys, "fsck", "--data-dir", str(data), "--json", *flags)
+    report: dict[str, Any] = json.loads(out)
     assert code == (0 if report["ok"] else 1)
     return report
 

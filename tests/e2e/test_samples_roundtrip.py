@@ -14,31 +14,20 @@ import pydicom
 import pytest
 from dicomweb_client.api import DICOMwebClient
 
-from dicomhub.web.multipart import MultipartParser, PartData, PartStart, parse_content_type
 from tests.conftest import LiveServer
+from tests.helpers import dicom_multipart_type, multipart_body, single_part, zeroed
 from tests.samples import MANIFEST, SAMPLES, is_storable
 
 VALID = [e for e in MANIFEST if is_storable(e)]
 INVALID = [e for e in MANIFEST if not is_storable(e)]
 
 
-def zero_preamble(data: bytes) -> bytes:
-    return bytes(128) + data[128:]
-
-
 def stow(base: str, data: bytes) -> httpx.Response:
     boundary = "sample-boundary-7d3f"
-    body = (
-        f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
-        + data
-        + f"\r\n--{boundary}--\r\n".encode()
-    )
     return httpx.post(
         f"{base}/studies",
-        content=body,
-        headers={
-            "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}'
-        },
+        content=multipart_body([data], boundary),
+        headers={"Content-Type": dicom_multipart_type(boundary)},
         timeout=60,
     )
 
@@ -78,7 +67,7 @@ def test_every_valid_sample_round_trips(live_server: LiveServer) -> None:
         )
         if fetched.SOPInstanceUID != sop:
             failures.append(f"{entry['file']}: dicomweb-client retrieve got another instance")
-        if fetch_raw(live_server.url, study, series, sop) != zero_preamble(raw):
+        if fetch_raw(live_server.url, study, series, sop) != zeroed(raw):
             failures.append(f"{entry['file']}: WADO bytes differ")
         meta = client.retrieve_instance_metadata(study, series, sop)
         m = pydicom.Dataset.from_json(meta, bulk_data_uri_handler=lambda *_: b"")
@@ -110,11 +99,7 @@ def fetch_raw(base: str, study: str, series: str, sop: str) -> bytes:
         timeout=60,
     )
     assert r.status_code == 200, r.text
-    _, params = parse_content_type(r.headers["content-type"])
-    parser = MultipartParser(params["boundary"].encode())
-    events = parser.feed(r.content) + parser.close()
-    assert sum(isinstance(e, PartStart) for e in events) == 1
-    return b"".join(e.data for e in events if isinstance(e, PartData))
+    return single_part(r)
 
 
 def test_dicomweb_client_store_and_search(live_server: LiveServer) -> None:

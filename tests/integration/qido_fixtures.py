@@ -7,17 +7,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.dataset import Dataset
 from sqlalchemy import insert
 from starlette.testclient import TestClient
 
 from dicomhub.config import Settings
-from dicomhub.services import ingest
 from dicomhub.services.archive import Archive
-from dicomhub.services.spool import spool_file
 from dicomhub.storage.index import tables as t
 from dicomhub.web.app import create_app
+from tests.helpers import ingest_file, set_file_meta
 
 ROOT = "1.2.826.0.1.3680043.10.999"
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -77,20 +75,14 @@ def make_dataset(
     if instance_number is not None:
         ds.InstanceNumber = instance_number
     ds.ImageType = ["ORIGINAL", "PRIMARY", f"K{k}"]
-    meta = FileMetaDataset()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    ds.file_meta = meta
+    set_file_meta(ds)
     return ds
 
 
 def store(archive: Archive, tenant_id: int, ds: Dataset, directory: Path) -> None:
     path = directory / f"{ds.SOPInstanceUID}-{tenant_id}.dcm"
     ds.save_as(path, enforce_file_format=True)
-    settings = archive.settings
-    spool, sha = spool_file(path, settings.tmp_dir, settings.max_instance_bytes)
-    ingest.store(archive, tenant_id, spool, sha)
+    ingest_file(archive, tenant_id, path)
 
 
 def add_tenant(archive: Archive, tenant_id: int, name: str) -> None:

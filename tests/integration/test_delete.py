@@ -20,21 +20,17 @@ from starlette.testclient import TestClient
 
 from dicomhub.config import Settings
 from dicomhub.jobs.worker import drain
-from dicomhub.services import ingest
 from dicomhub.services.archive import Archive
-from dicomhub.services.spool import spool_file
 from dicomhub.web.app import create_app
-from tests.conftest import SAMPLES
+from tests.helpers import ROOT, ingest_file, instance_url, series_url, stow_samples, study_url
+from tests.samples import CT_SMALL, MANIFEST, SAMPLES
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
-ROOT = "/dicomweb"
 BOUNDARY = "delete-test-boundary-0b7e"
 OTHER_TENANT = 2
 
-MANIFEST: set[str] = {
-    e["file"] for e in json.loads((SAMPLES / "manifest.json").read_text())["files"]
-}
+IN_MANIFEST: set[str] = {e["file"] for e in MANIFEST}
 
 # One study (…0.133): series …0.134 has one instance, series …0.136 has two here.
 SINGLE = "files/pydicom-wheel/test_files/dicomdirtests/98892003/MR1/4919"
@@ -43,7 +39,6 @@ PAIR = [
     "files/pydicom-wheel/test_files/dicomdirtests/98892003/MR2/5011",
 ]
 FILES = [SINGLE, *PAIR]
-CT_SMALL = "files/pydicom-wheel/test_files/CT_small.dcm"
 SAME_PATIENT_OTHER_STUDY = "files/pydicom-wheel/test_files/dicomdirtests/98892003/MR1/5641"
 
 
@@ -52,38 +47,12 @@ SAME_PATIENT_OTHER_STUDY = "files/pydicom-wheel/test_files/dicomdirtests/9889200
 
 
 def read(rel: str) -> Dataset:
-    assert rel in MANIFEST
+    assert rel in IN_MANIFEST
     return pydicom.dcmread(SAMPLES / rel, stop_before_pixels=True)
 
 
 def stow(client: TestClient, *files: str) -> None:
-    body = b"".join(
-        f"--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n".encode()
-        + (SAMPLES / f).read_bytes()
-        + b"\r\n"
-        for f in files
-    )
-    body += f"--{BOUNDARY}--\r\n".encode()
-    resp = client.post(
-        f"{ROOT}/studies",
-        content=body,
-        headers={
-            "Content-Type": f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
-        },
-    )
-    assert resp.status_code == 200, resp.text[:500]
-
-
-def study_url(ds: Dataset) -> str:
-    return f"{ROOT}/studies/{ds.StudyInstanceUID}"
-
-
-def series_url(ds: Dataset) -> str:
-    return f"{study_url(ds)}/series/{ds.SeriesInstanceUID}"
-
-
-def instance_url(ds: Dataset) -> str:
-    return f"{series_url(ds)}/instances/{ds.SOPInstanceUID}"
+    stow_samples(client, *files, boundary=BOUNDARY)
 
 
 def delete(client: TestClient, url: str) -> httpx.Response:
@@ -297,12 +266,6 @@ def test_delete_unknown_or_malformed(client: TestClient, archive: Archive) -> No
 # tenants and durability
 
 
-def store_in_tenant(archive: Archive, tenant_id: int, rel: str) -> ingest.Stored:
-    settings = archive.settings
-    spool, sha = spool_file(SAMPLES / rel, settings.tmp_dir, settings.max_instance_bytes)
-    return ingest.store(archive, tenant_id, spool, sha)
-
-
 def test_resources_of_another_tenant_cannot_be_deleted(
     client: TestClient, archive: Archive, settings: Settings
 ) -> None:
@@ -311,7 +274,7 @@ def test_resources_of_another_tenant_cannot_be_deleted(
             "INSERT INTO tenant (id, name, created_at) VALUES (?, 'other hospital', 0)",
             (OTHER_TENANT,),
         )
-    stored = store_in_tenant(archive, OTHER_TENANT, CT_SMALL)
+    stored = ingest_file(archive, OTHER_TENANT, SAMPLES / CT_SMALL)
     assert stored.outcome == "stored"
     ds = read(CT_SMALL)
     (other_key,) = blob_keys(archive, ds.SOPInstanceUID).values()

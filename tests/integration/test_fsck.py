@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -21,8 +19,9 @@ from dicomhub.services.fsck import fsck
 from dicomhub.services.importer import import_paths
 from dicomhub.storage.blobs.keys import new_key
 from dicomhub.storage.index import tables as t
+from tests.helpers import run_cli, run_dicomhub
+from tests.samples import SAMPLES
 
-SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "dicom-samples"
 MEDIA = SAMPLES / "files" / "pydicom-wheel" / "test_files" / "dicomdirtests" / "TINY_ALPHA"
 
 
@@ -42,9 +41,8 @@ def data(tmp_path: Path) -> Path:
 
 
 def run_fsck(capsys: pytest.CaptureFixture[str], data: Path, *flags: str) -> tuple[int, Any]:
-    capsys.readouterr()
-    code = main(["fsck", "--data-dir", str(data), "--json", *flags])
-    return code, json.loads(capsys.readouterr().out)
+    code, out = run_cli(capsys, "fsck", "--data-dir", str(data), "--json", *flags)
+    return code, json.loads(out)
 
 
 def instances(data: Path) -> list[tuple[str, str, int]]:
@@ -239,14 +237,7 @@ def test_text_report_and_subprocess(data: Path, capsys: pytest.CaptureFixture[st
     out = capsys.readouterr().out
     assert "missing_blob: tenant_id=1" in out and key in out
     assert out.rstrip().endswith("fsck: 1 problem(s) remain")
-    exe = Path(sys.executable).parent / "dicomhub"
-    proc = subprocess.run(
-        [str(exe), "fsck", "--data-dir", str(data), "--json", "--jobs", "4"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    proc = run_dicomhub("fsck", "--data-dir", str(data), "--json", "--jobs", "4")
     assert proc.returncode == 1, proc.stderr
     report = json.loads(proc.stdout)
     assert [p["kind"] for p in report["problems"]] == ["missing_blob"]

@@ -9,8 +9,6 @@ import io
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 import zipfile
 from pathlib import Path
@@ -18,8 +16,7 @@ from typing import Any
 
 import pydicom
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import generate_uid
 from sqlalchemy import func, select
 
 from dicomhub.cli.import_ import ProgressBar
@@ -28,8 +25,9 @@ from dicomhub.config import Settings
 from dicomhub.services.archive import Archive
 from dicomhub.services.importer import NOT_DICOM, ImportLimits, Progress, import_paths
 from dicomhub.storage.index import tables as t
+from tests.helpers import ct_image, part10_bytes, run_cli, run_dicomhub
+from tests.samples import SAMPLES
 
-SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "dicom-samples"
 MEDIA = SAMPLES / "files" / "pydicom-wheel" / "test_files" / "dicomdirtests"
 CT_SMALL = SAMPLES / "files" / "pydicom-wheel" / "test_files" / "CT_small.dcm"
 DICOMDIR_READ = "DICOMDIR (PS3.10 §8): the files it references were imported, not itself"
@@ -39,36 +37,18 @@ def make_instance(
     study: str | None = None, series: str | None = None, *, pixels: int = 64
 ) -> bytes:
     """A small, valid CT Image Part-10 file with fresh UIDs."""
-    sop = generate_uid()
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = sop
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = CTImageStorage
-    ds.SOPInstanceUID = sop
-    ds.StudyInstanceUID = study or generate_uid()
-    ds.SeriesInstanceUID = series or generate_uid()
-    ds.PatientName = "Import^Test"
-    ds.PatientID = "IMP-1"
-    ds.Modality = "CT"
-    ds.Rows = ds.Columns = 8
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated = ds.BitsStored = 8
-    ds.HighBit = 7
-    ds.PixelRepresentation = 0
-    ds.PixelData = bytes(range(pixels))
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue()
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
-    capsys.readouterr()
-    code = main(list(args))
-    return code, capsys.readouterr().out
+    ds = ct_image(
+        sop=generate_uid(),
+        study=study or generate_uid(),
+        series=series or generate_uid(),
+        patient_name="Import^Test",
+        patient_id="IMP-1",
+        size=8,
+        bits_allocated=8,
+        bits_stored=8,
+        pixel_data=bytes(range(pixels)),
+    )
+    return part10_bytes(ds)
 
 
 def run_json(capsys: pytest.CaptureFixture[str], data: Path, *paths: Path) -> tuple[int, Any]:
@@ -392,22 +372,8 @@ def test_cli_in_subprocess(tmp_path: Path) -> None:
     folder.mkdir()
     shutil.copy(CT_SMALL, folder / "ct.dcm")
     (folder / "junk.bin").write_bytes(b"\x00" * 10)
-    exe = Path(sys.executable).parent / "dicomhub"
-    proc = subprocess.run(
-        [
-            str(exe),
-            "import",
-            "--data-dir",
-            str(tmp_path / "data"),
-            "--jobs",
-            "3",
-            "--json",
-            str(folder),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    proc = run_dicomhub(
+        "import", "--data-dir", str(tmp_path / "data"), "--jobs", "3", "--json", str(folder)
     )
     assert proc.returncode == 1, proc.stderr
     summary = json.loads(proc.stdout)

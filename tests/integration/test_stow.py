@@ -8,8 +8,6 @@ behind (no half-written instance, blob, pending reservation or spool file).
 
 from __future__ import annotations
 
-import io
-import json
 import os
 import random
 from collections.abc import Callable, Iterator, Sequence
@@ -28,14 +26,22 @@ from dicomhub.jobs.worker import drain
 from dicomhub.services.archive import Archive
 from dicomhub.storage.blobs.keys import is_key
 from dicomhub.web.app import create_app
-from dicomhub.web.multipart import MultipartParser, PartData, PartEnd, PartStart, parse_content_type
-from tests.conftest import SAMPLES
+from tests.helpers import (
+    ROOT,
+    Part,
+    dicom_multipart_type,
+    instance_url,
+    multipart_body,
+    multipart_parts,
+    part10_bytes,
+    zeroed,
+)
+from tests.samples import CT_SMALL, MANIFEST, SAMPLES, STUDY_133
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
-ROOT = "/dicomweb"
 BOUNDARY = "stow-test-boundary-4c1e"
-DICOM_MULTIPART = f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
+DICOM_MULTIPART = dicom_multipart_type(BOUNDARY)
 
 # Small bounds so that the limits can be hit with real sample files.
 MAX_REQUEST_BYTES = 512 * 1024
@@ -47,17 +53,8 @@ DUPLICATE_SOP_INSTANCE = 0x0111
 OUT_OF_RESOURCES = 0xA700
 DATASET_DOES_NOT_MATCH = 0xA900
 
-MANIFEST: list[dict[str, Any]] = json.loads((SAMPLES / "manifest.json").read_text())["files"]
 BY_FILE: dict[str, dict[str, Any]] = {e["file"]: e for e in MANIFEST}
 
-# Four instances of one study (…0.133): series …0.134 (1 instance) and …0.136 (3 instances).
-STUDY_133 = [
-    "files/pydicom-wheel/test_files/dicomdirtests/98892003/MR1/4919",
-    "files/pydicom-wheel/test_files/dicomdirtests/98892003/MR2/4950",
-    "files/pydicom-wheel/test_files/dicomdirtests/98892003/MR2/4981",
-    "files/pydicom-wheel/test_files/dicomdirtests/98892003/MR2/5011",
-]
-CT_SMALL = "files/pydicom-wheel/test_files/CT_small.dcm"  # 39 KB, another study
 MR_SMALL = "files/pydicom-wheel/test_files/MR_small.dcm"
 REPORT = "files/pydicom-wheel/test_files/reportsi.dcm"
 BIG_PART = "files/pydicom-data/emri_small.dcm"  # 84 KB > MAX_INSTANCE_BYTES
@@ -131,31 +128,10 @@ def header(rel: str) -> pydicom.Dataset:
     return pydicom.dcmread(SAMPLES / rel, stop_before_pixels=True)
 
 
-def zeroed(data: bytes) -> bytes:
-    return bytes(128) + data[128:]
-
-
-Part = bytes | tuple[bytes, str | None]
-
-
-def multipart(parts: Sequence[Part], *, close: bool = True) -> bytes:
-    """A multipart/related body; a part is bytes, or (bytes, Content-Type or None)."""
-    out = bytearray()
-    for part in parts:
-        data, ctype = (part, "application/dicom") if isinstance(part, bytes) else part
-        out += f"--{BOUNDARY}\r\n".encode()
-        if ctype is not None:
-            out += f"Content-Type: {ctype}\r\n".encode()
-        out += b"\r\n" + data + b"\r\n"
-    if close:
-        out += f"--{BOUNDARY}--\r\n".encode()
-    return bytes(out)
-
-
 def stow(client: TestClient, parts: Sequence[Part], study: str | None = None) -> httpx.Response:
     path = f"{ROOT}/studies" if study is None else f"{ROOT}/studies/{study}"
     resp: httpx.Response = client.post(
-        path, content=multipart(parts), headers={"Content-Type": DICOM_MULTIPART}
+        path, content=multipart_body(parts, BOUNDARY), headers={"Content-Type": DICOM_MULTIPART}
     )
     return resp
 
@@ -244,27 +220,10 @@ def assert_nothing_stored(archive: Archive, settings: Settings) -> None:
     assert_consistent(archive, settings)
 
 
-def parse_multipart(resp: httpx.Response) -> list[tuple[dict[str, str], bytes]]:
-    media, params = parse_content_type(resp.headers["content-type"])
-    assert media == "multipart/related"
-    parser = MultipartParser(params["boundary"].encode())
-    parts: list[tuple[dict[str, str], bytes]] = []
-    headers: dict[str, str] = {}
-    data = bytearray()
-    for event in parser.feed(resp.content) + parser.close():
-        if isinstance(event, PartStart):
-            headers, data = event.headers, bytearray()
-        elif isinstance(event, PartData):
-            data += event.data
-        elif isinstance(event, PartEnd):
-            parts.append((headers, bytes(data)))
-    return parts
-
-
 def retrieve_one(client: TestClient, url: str) -> bytes:
     resp = client.get(url, headers={"Accept": 'multipart/related; type="application/dicom"'})
     assert resp.status_code == 200, resp.text[:300]
-    parts = parse_multipart(resp)
+    parts = multipart_parts(resp)
     assert len(parts) == 1
     return parts[0][1]
 
@@ -273,9 +232,7 @@ def modified(rel: str) -> bytes:
     """The sample re-encoded with one changed attribute: same SOP Instance UID, new content."""
     ds = pydicom.dcmread(SAMPLES / rel)
     ds.ImageComments = "changed by the duplicate test"
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue()
+    return part10_bytes(ds)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -410,8 +367,7 @@ def test_same_uid_different_content_is_rejected(
     assert assert_failure_item(item) == DUPLICATE_SOP_INSTANCE
 
     # The original is kept, byte for byte.
-    url = f"{ROOT}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
-    assert retrieve_one(client, f"{url}/instances/{ds.SOPInstanceUID}") == zeroed(raw)
+    assert retrieve_one(client, instance_url(ds)) == zeroed(raw)
     assert zeroed(raw) in {p.read_bytes() for p in blob_files(settings)}
     assert scalar(archive, "SELECT count(*) FROM instance") == 2
     assert scalar(archive, "SELECT count(*) FROM job") == 0
@@ -453,10 +409,7 @@ def test_overwrite_policy_replaces_content_and_removes_old_blob(overwrite: Env) 
     assert failed(body) == []
     assert [value(r, "00081155") for r in referenced(body)] == [ds.SOPInstanceUID]
 
-    url = (
-        f"{ROOT}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
-        f"/instances/{ds.SOPInstanceUID}"
-    )
+    url = instance_url(ds)
     assert retrieve_one(client, url) == zeroed(changed)
     meta = client.get(f"{url}/metadata").json()
     assert meta[0]["00204000"]["Value"] == ["changed by the duplicate test"]
@@ -489,11 +442,7 @@ def test_preamble_is_zeroed(client: TestClient, archive: Archive, settings: Sett
     assert stored[:128] == bytes(128)
     assert stored[128:] == hostile[128:]
     ds = header(CT_SMALL)
-    url = (
-        f"{ROOT}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
-        f"/instances/{ds.SOPInstanceUID}"
-    )
-    assert retrieve_one(client, url) == bytes(128) + hostile[128:]
+    assert retrieve_one(client, instance_url(ds)) == bytes(128) + hostile[128:]
 
 
 def test_blob_names_reveal_no_identifiers(
@@ -548,7 +497,9 @@ def test_bad_request_content_type(
     status: int,
 ) -> None:
     headers = {} if content_type is None else {"Content-Type": content_type}
-    resp = client.post(f"{ROOT}/studies", content=multipart([sample(CT_SMALL)]), headers=headers)
+    resp = client.post(
+        f"{ROOT}/studies", content=multipart_body([sample(CT_SMALL)], BOUNDARY), headers=headers
+    )
     if content_type is None:
         assert "content-type" not in resp.request.headers
     assert_error(resp, status)
@@ -578,7 +529,7 @@ def test_truncated_multipart_stores_no_truncated_part(
     client: TestClient, archive: Archive, settings: Settings, cut: str
 ) -> None:
     first, second = sample(STUDY_133[0]), sample(CT_SMALL)
-    body = multipart([first, second])
+    body = multipart_body([first, second], BOUNDARY)
     if cut == "in-data":
         body = body[: body.index(second) + len(second) // 2]
     else:
@@ -600,7 +551,7 @@ def test_truncated_multipart_stores_no_truncated_part(
 def test_content_length_over_limit_is_413(
     client: TestClient, archive: Archive, settings: Settings
 ) -> None:
-    body = multipart([sample(HUGE)])
+    body = multipart_body([sample(HUGE)], BOUNDARY)
     assert len(body) > MAX_REQUEST_BYTES
     resp = client.post(f"{ROOT}/studies", content=body, headers={"Content-Type": DICOM_MULTIPART})
     assert int(resp.request.headers["content-length"]) == len(body)
@@ -611,7 +562,7 @@ def test_content_length_over_limit_is_413(
 def test_streamed_body_over_limit_is_413(
     client: TestClient, archive: Archive, settings: Settings
 ) -> None:
-    body = multipart([sample(HUGE)])
+    body = multipart_body([sample(HUGE)], BOUNDARY)
     assert len(body) > MAX_REQUEST_BYTES
 
     def chunks() -> Iterator[bytes]:
@@ -633,7 +584,9 @@ def test_too_many_parts(client: TestClient, archive: Archive, settings: Settings
     assert len(files) > MAX_PARTS
     parts = [sample(f) for f in files[: MAX_PARTS + 1]]
     resp = client.post(
-        f"{ROOT}/studies", content=multipart(parts), headers={"Content-Type": DICOM_MULTIPART}
+        f"{ROOT}/studies",
+        content=multipart_body(parts, BOUNDARY),
+        headers={"Content-Type": DICOM_MULTIPART},
     )
     reason = assert_error(resp, 400, 413)
     assert "part" in reason.lower()
@@ -651,7 +604,7 @@ def test_bad_study_uid_in_path_is_400(
 ) -> None:
     resp = client.post(
         f"{ROOT}/studies/{study}",
-        content=multipart([sample(CT_SMALL)]),
+        content=multipart_body([sample(CT_SMALL)], BOUNDARY),
         headers={"Content-Type": DICOM_MULTIPART},
     )
     assert_error(resp, 400)
@@ -727,9 +680,7 @@ def test_overwrite_with_other_study_moves_the_instance(overwrite: Env) -> None:
         "1.2.826.0.1.3680043.99.1",
         "1.2.826.0.1.3680043.99.2",
     )
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    moved = buf.getvalue()
+    moved = part10_bytes(ds)
     assert stow(client, [raw]).status_code == 200
 
     resp = stow(client, [moved])

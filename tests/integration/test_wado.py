@@ -9,8 +9,6 @@ always with a JSON reason. Samples are picked from the manifest by their propert
 
 from __future__ import annotations
 
-import io
-import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -22,12 +20,23 @@ from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
 from starlette.testclient import TestClient
 
-from dicomhub.web.multipart import MultipartParser, PartData, PartEnd, PartStart, parse_content_type
-from tests.conftest import SAMPLES
+from dicomhub.web.multipart import parse_content_type
+from tests.helpers import (
+    ROOT,
+    dicom_multipart_type,
+    instance_url,
+    multipart_body,
+    multipart_parts,
+    part10_bytes,
+    series_url,
+    stow_samples,
+    study_url,
+    zeroed,
+)
+from tests.samples import MANIFEST, SAMPLES, STUDY_133, is_part10
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
-ROOT = "/dicomweb"
 BOUNDARY = "wado-test-boundary-91aa"
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 IMPLICIT_LE = "1.2.840.10008.1.2"
@@ -40,16 +49,7 @@ RLE = "1.2.840.10008.1.2.5"
 DICOM_PART = 'multipart/related; type="application/dicom"'
 OCTET_PART = 'multipart/related; type="application/octet-stream"'
 
-MANIFEST: list[dict[str, Any]] = json.loads((SAMPLES / "manifest.json").read_text())["files"]
 BAD_TRICKS = {"pydicom-decode-fails", "derived-malformed", "bad-NumberOfFrames", "dicomdir"}
-
-# Four instances of one study (…0.133): series …0.134 (1 instance) and …0.136 (3 instances).
-STUDY_133 = [
-    "files/pydicom-wheel/test_files/dicomdirtests/98892003/MR1/4919",
-    "files/pydicom-wheel/test_files/dicomdirtests/98892003/MR2/4950",
-    "files/pydicom-wheel/test_files/dicomdirtests/98892003/MR2/4981",
-    "files/pydicom-wheel/test_files/dicomdirtests/98892003/MR2/5011",
-]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -58,14 +58,7 @@ STUDY_133 = [
 
 def usable(entry: dict[str, Any]) -> bool:
     """A well-formed Part-10 file that the archive must accept."""
-    props = entry["properties"]
-    return bool(
-        props.get("has_preamble_DICM")
-        and props.get("has_file_meta")
-        and not props.get("is_dicomdir")
-        and not entry["file"].startswith("files/derived/")
-        and not BAD_TRICKS & set(entry.get("tricky", []))
-    )
+    return is_part10(entry) and not BAD_TRICKS & set(entry.get("tricky", []))
 
 
 def consistent_meta(rel: str) -> bool:
@@ -147,38 +140,12 @@ def raw(rel: str) -> bytes:
     return (SAMPLES / rel).read_bytes()
 
 
-def zeroed(data: bytes) -> bytes:
-    return bytes(128) + data[128:]
-
-
 def read(rel: str) -> Dataset:
     return pydicom.dcmread(SAMPLES / rel)
 
 
 def stow(client: TestClient, *files: str) -> None:
-    body = b"".join(
-        f"--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n".encode() + raw(f) + b"\r\n"
-        for f in files
-    )
-    body += f"--{BOUNDARY}--\r\n".encode()
-    resp = client.post(
-        f"{ROOT}/studies",
-        content=body,
-        headers={"Content-Type": f'{DICOM_PART}; boundary="{BOUNDARY}"'},
-    )
-    assert resp.status_code == 200, resp.text[:500]
-
-
-def study_url(ds: Dataset) -> str:
-    return f"{ROOT}/studies/{ds.StudyInstanceUID}"
-
-
-def series_url(ds: Dataset) -> str:
-    return f"{study_url(ds)}/series/{ds.SeriesInstanceUID}"
-
-
-def instance_url(ds: Dataset) -> str:
-    return f"{series_url(ds)}/instances/{ds.SOPInstanceUID}"
+    stow_samples(client, *files, boundary=BOUNDARY, quote_boundary=True)
 
 
 def get(client: TestClient, url: str, accept: str | None = "*/*") -> httpx.Response:
@@ -196,23 +163,6 @@ def media_type(resp: httpx.Response) -> tuple[str, dict[str, str]]:
     return parse_content_type(resp.headers["content-type"])
 
 
-def parts_of(resp: httpx.Response) -> list[tuple[dict[str, str], bytes]]:
-    media, params = media_type(resp)
-    assert media == "multipart/related", resp.headers["content-type"]
-    parser = MultipartParser(params["boundary"].encode())
-    out: list[tuple[dict[str, str], bytes]] = []
-    headers: dict[str, str] = {}
-    data = bytearray()
-    for event in parser.feed(resp.content) + parser.close():
-        if isinstance(event, PartStart):
-            headers, data = event.headers, bytearray()
-        elif isinstance(event, PartData):
-            data += event.data
-        elif isinstance(event, PartEnd):
-            out.append((headers, bytes(data)))
-    return out
-
-
 def assert_error(resp: httpx.Response, *statuses: int) -> str:
     assert resp.status_code in statuses, (resp.status_code, resp.text[:300])
     assert resp.headers["content-type"].startswith("application/json"), resp.headers
@@ -228,7 +178,7 @@ def assert_dicom_parts(resp: httpx.Response, files: list[str]) -> None:
     media, params = media_type(resp)
     assert media == "multipart/related"
     assert params["type"].lower() == "application/dicom"
-    parts = parts_of(resp)
+    parts = multipart_parts(resp)
     assert sorted(p[1] for p in parts) == sorted(zeroed(raw(f)) for f in files)
     syntaxes = {str(read(f).file_meta.TransferSyntaxUID) for f in files}
     for headers, _ in parts:
@@ -261,7 +211,7 @@ def test_retrieve_compressed_instance_keeps_its_transfer_syntax(client: TestClie
     ds = read(JPEG_SINGLE)
     resp = get(client, instance_url(ds), f"{DICOM_PART}; transfer-syntax=*")
     assert_dicom_parts(resp, [JPEG_SINGLE])
-    ((headers, _),) = parts_of(resp)
+    ((headers, _),) = multipart_parts(resp)
     assert parse_content_type(headers["content-type"])[1]["transfer-syntax"] == JPEG_BASELINE
 
 
@@ -338,23 +288,17 @@ def test_specific_transfer_syntax_is_honoured_for_every_instance(
     """
     jpeg = read(JPEG_SINGLE)
     jpeg.StudyInstanceUID = study133[0].StudyInstanceUID
-    buf = io.BytesIO()
-    jpeg.save_as(buf, enforce_file_format=True)
-    body = (
-        f"--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n".encode()
-        + buf.getvalue()
-        + f"\r\n--{BOUNDARY}--\r\n".encode()
-    )
     resp = client.post(
         f"{ROOT}/studies",
-        content=body,
-        headers={"Content-Type": f"{DICOM_PART}; boundary={BOUNDARY}"},
+        content=multipart_body([part10_bytes(jpeg)], BOUNDARY),
+        headers={"Content-Type": dicom_multipart_type(BOUNDARY)},
     )
     assert resp.status_code == 200, resp.text[:300]
     # Any syntax: all five instances, each labelled with its own syntax.
     resp = get(client, study_url(study133[0]), f"{DICOM_PART}; transfer-syntax=*")
     labels = [
-        parse_content_type(h["content-type"])[1]["transfer-syntax"] for h, _ in parts_of(resp)
+        parse_content_type(h["content-type"])[1]["transfer-syntax"]
+        for h, _ in multipart_parts(resp)
     ]
     assert sorted(labels) == sorted([EXPLICIT_LE] * 4 + [JPEG_BASELINE])
     for ts in (EXPLICIT_LE, JPEG_BASELINE):
@@ -363,7 +307,7 @@ def test_specific_transfer_syntax_is_honoured_for_every_instance(
             assert_error(resp, 406)
             continue
         assert resp.status_code == 200, resp.text[:300]
-        for headers, _ in parts_of(resp):
+        for headers, _ in multipart_parts(resp):
             assert parse_content_type(headers["content-type"])[1].get("transfer-syntax") == ts, (
                 f"asked for {ts}, got {headers['content-type']}"
             )
@@ -471,7 +415,7 @@ def bulk_bytes(client: TestClient, uri: str) -> bytes:
     resp = get(client, uri)
     assert resp.status_code == 200, (uri, resp.text[:300])
     if media_type(resp)[0] == "multipart/related":
-        ((headers, data),) = parts_of(resp)
+        ((headers, data),) = multipart_parts(resp)
         assert parse_content_type(headers["content-type"])[0] == "application/octet-stream"
         return data
     assert media_type(resp)[0] == "application/octet-stream"
@@ -563,7 +507,7 @@ def frames_response(
 ) -> list[tuple[dict[str, str], bytes]]:
     resp = get(client, f"{instance_url(ds)}/frames/{numbers}", accept)
     assert resp.status_code == 200, resp.text[:300]
-    return parts_of(resp)
+    return multipart_parts(resp)
 
 
 @pytest.mark.parametrize("rel", [NATIVE_SINGLE, DEFLATED], ids=["explicit-le", "deflated"])
