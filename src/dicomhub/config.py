@@ -7,6 +7,7 @@ Every option is settable by command-line flag or by environment variable ``DICOM
 
 from __future__ import annotations
 
+import os
 from enum import StrEnum
 from pathlib import Path
 
@@ -52,6 +53,12 @@ class Settings(BaseSettings):
     pending_timeout_s: float = Field(default=3600.0, gt=0)
     duplicate_wait_s: float = Field(default=30.0, ge=0)
 
+    workers: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description="HTTP server processes; 0 = one per CPU core (at most 8)",
+    )
     run_workers: bool = True
     worker_poll_s: float = Field(default=1.0, gt=0)
     log_level: str = "info"
@@ -69,6 +76,13 @@ class Settings(BaseSettings):
         if self.blobs:
             return self.blobs
         return f"file://{(self.data_dir / 'blobs').resolve()}"
+
+    @property
+    def process_count(self) -> int:
+        """How many server processes ``serve`` runs (``workers``, or one per core)."""
+        if self.workers:
+            return self.workers
+        return max(1, min(8, os.cpu_count() or 1))
 
     @property
     def tmp_dir(self) -> Path:

@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -35,18 +36,13 @@ EXPLICIT_LE = "1.2.840.10008.1.2.1"
 
 def _outcome(path: Path, *, fast: bool) -> ParsedInstance | str:
     """parse_instance with or without the fast path: the result or the error message."""
-    original = parse_module.walk_and_convert
-
-    def unsupported(*args: Any, **kwargs: Any) -> Any:
-        raise Unsupported
-
-    parse_module.walk_and_convert = original if fast else unsupported  # type: ignore[assignment]
     try:
-        return parse_instance(path)
+        if fast:
+            return parse_instance(path)
+        with mock.patch.object(parse_module, "walk_and_convert", side_effect=Unsupported):
+            return parse_instance(path)
     except InvalidDicom as exc:
         return f"InvalidDicom: {exc}"
-    finally:
-        parse_module.walk_and_convert = original  # type: ignore[assignment]
 
 
 def _fast_path_taken(path: Path) -> bool:

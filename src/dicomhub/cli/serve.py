@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -11,6 +12,8 @@ from typing import Any
 import uvicorn
 
 from dicomhub.cli.common import add_storage_args, settings_from, setup_logging
+from dicomhub.config import Settings
+from dicomhub.services.archive import Archive
 from dicomhub.web.app import create_app
 
 log = logging.getLogger("dicomhub.access")
@@ -67,25 +70,52 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--dimse-port", type=int, help="DIMSE port (DICOMHUB_DIMSE_PORT; 0 = off)")
     p.add_argument("--ae-title", help="our AE title (DICOMHUB_AE_TITLE, default DICOMHUB)")
     p.add_argument("--log-level", help="debug|info|warning|error")
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="HTTP server processes (DICOMHUB_WORKERS; default 0 = one per CPU core)",
+    )
     p.add_argument("--no-access-log", action="store_true", help="do not log each request")
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Start the server and block until interrupted."""
-    settings = settings_from(args)
+SETTINGS_ENV = "DICOMHUB_SETTINGS_JSON"
+ACCESS_LOG_ENV = "DICOMHUB_ACCESS_LOG"
+
+
+def worker_app() -> Any:
+    """The app of one server process (uvicorn factory; settings come from the parent)."""
+    settings = Settings.model_validate_json(os.environ[SETTINGS_ENV])
     setup_logging(settings.log_level)
-    app: Any = create_app(settings)
-    if not args.no_access_log:
+    app: Any = create_app(settings, migrate=False)
+    if os.environ.get(ACCESS_LOG_ENV) == "1":
         app = AccessLog(app)
+    return app
+
+
+def run(args: argparse.Namespace) -> int:
+    """Start the server and block until interrupted.
+
+    Python runs one thread at a time per process, so the server runs one process per CPU core
+    by default (all sharing the index and the blob store, exactly as stateless nodes do);
+    ``--workers 1`` keeps a single process. The parent migrates the index first.
+    """
+    settings = settings_from(args, **({"workers": args.workers} if args.workers else {}))
+    setup_logging(settings.log_level)
+    Archive.open(settings).close()  # create and migrate once, before any worker starts
+    os.environ[SETTINGS_ENV] = settings.model_dump_json()
+    os.environ[ACCESS_LOG_ENV] = "0" if args.no_access_log else "1"
     log.info(
-        "dicomhub serving DICOMweb on http://%s:%d%s",
+        "dicomhub serving DICOMweb on http://%s:%d%s with %d process(es)",
         settings.host,
         settings.port,
         settings.base_path,
+        settings.process_count,
     )
     uvicorn.run(
-        app,
+        "dicomhub.cli.serve:worker_app",
+        factory=True,
+        workers=settings.process_count,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,

@@ -16,19 +16,27 @@ import base64
 import json
 import math
 import re
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, Sequence
 from typing import Any, Final
 
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.hooks import raw_element_vr
 from pydicom.multival import MultiValue
+from pydicom.tag import BaseTag
 from pydicom.valuerep import PersonName
 from pydicom.values import convert_value
 
 from dicomhub.dicom.offsets import BINARY_VRS, PIXEL_DATA_TAGS, implicit_vr
 
-__all__ = ["MARKER", "bulk_key", "dataset_to_json", "render_bulk_markers"]
+__all__ = [
+    "MARKER",
+    "bulk_key",
+    "convert_raw_element",
+    "dataset_to_json",
+    "render_bulk_markers",
+    "simple_attr",
+]
 
 #: Prefix of a BulkDataURI placeholder; a NUL cannot occur in our text values (we strip them).
 MARKER: Final = "\u0000bulk/"
@@ -137,6 +145,69 @@ def _raw_fallback(raw: RawDataElement | DataElement, vr: str) -> dict[str, Any]:
     return {"vr": vr, "Value": [p or None for p in parts]}
 
 
+def simple_attr(vr: str, value: Any) -> dict[str, Any]:
+    """JSON of a value converted by pydicom, not binary nor a sequence (PS3.18 §F.2.3)."""
+    if value is None or value == "" or value == b"":
+        return {"vr": vr}
+    values = _values(value)
+    if not values:
+        return {"vr": vr}
+    if vr == "PN":
+        return {"vr": vr, "Value": [_pn(v) if v not in (None, "") else {} for v in values]}
+    if vr == "AT":
+        return {"vr": vr, "Value": [f"{int(v):08X}" for v in values]}
+    if vr in _BINARY_INT_VRS:
+        return {"vr": vr, "Value": [int(v) for v in values]}
+    if vr in _BINARY_FLOAT_VRS:
+        isfinite = math.isfinite
+        return {
+            "vr": vr,
+            "Value": [float(v) if isfinite(v) else _number(v, vr) for v in values],
+        }
+    if vr in _INT_VRS or vr in _FLOAT_VRS:
+        return {"vr": vr, "Value": [_number(v, vr) for v in values]}
+    out: list[Any] = []
+    for v in values:
+        if v is None:
+            out.append(None)
+            continue
+        if isinstance(v, bytes):
+            v = v.decode("latin-1")
+        text = _clean(str(v))
+        out.append(text if text != "" else None)
+    if all(v is None for v in out):
+        return {"vr": vr}
+    return {"vr": vr, "Value": out}
+
+
+def convert_raw_element(
+    tag: int, vr: str, value: bytes, value_tell: int, encodings: Sequence[str]
+) -> dict[str, Any]:
+    """JSON of one explicit-VR little-endian element value, converted exactly as pydicom does.
+
+    This is the per-element path of :func:`dataset_to_json` for a raw (not deferred) value of
+    a known, non-binary, non-sequence VR (PS3.5 §6.2): :func:`pydicom.values.convert_value`,
+    then the JSON value rules, with the raw-text fallback for values pydicom rejects.
+
+    Args:
+        tag: The element tag.
+        vr: The element's VR as encoded.
+        value: The value bytes (padding included).
+        value_tell: Offset of the value in the data set (informational, as in pydicom).
+        encodings: Python codecs of the data set's Specific Character Set (0008,0005).
+
+    Returns:
+        The PS3.18 §F.2.2 attribute object.
+    """
+    if not value:
+        return {"vr": vr}
+    raw = RawDataElement(BaseTag(tag), vr, len(value), value, value_tell, False, True)
+    try:
+        return simple_attr(vr, convert_value(vr, raw, list(encodings)))
+    except Exception:
+        return _raw_fallback(raw, vr)
+
+
 class _Converter:
     __slots__ = ("bulk_keys", "bulk_threshold", "bulk_uri")
 
@@ -233,37 +304,7 @@ class _Converter:
 
     def simple(self, vr: str, value: Any) -> dict[str, Any]:
         """JSON of a converted non-binary, non-sequence value (PS3.18 §F.2.3)."""
-        if value is None or value == "" or value == b"":
-            return {"vr": vr}
-        values = _values(value)
-        if not values:
-            return {"vr": vr}
-        if vr == "PN":
-            return {"vr": vr, "Value": [_pn(v) if v not in (None, "") else {} for v in values]}
-        if vr == "AT":
-            return {"vr": vr, "Value": [f"{int(v):08X}" for v in values]}
-        if vr in _BINARY_INT_VRS:
-            return {"vr": vr, "Value": [int(v) for v in values]}
-        if vr in _BINARY_FLOAT_VRS:
-            isfinite = math.isfinite
-            return {
-                "vr": vr,
-                "Value": [float(v) if isfinite(v) else _number(v, vr) for v in values],
-            }
-        if vr in _INT_VRS or vr in _FLOAT_VRS:
-            return {"vr": vr, "Value": [_number(v, vr) for v in values]}
-        out: list[Any] = []
-        for v in values:
-            if v is None:
-                out.append(None)
-                continue
-            if isinstance(v, bytes):
-                v = v.decode("latin-1")
-            text = _clean(str(v))
-            out.append(text if text != "" else None)
-        if all(v is None for v in out):
-            return {"vr": vr}
-        return {"vr": vr, "Value": out}
+        return simple_attr(vr, value)
 
 
 def _raw_vr(raw: RawDataElement, ds: Dataset, encoding: Any) -> str:

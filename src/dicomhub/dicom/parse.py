@@ -24,6 +24,7 @@ from dicomhub.dicom.json_model import MARKER, dataset_to_json
 from dicomhub.dicom.model import ByteRange, ParsedInstance
 from dicomhub.dicom.modules import PATIENT_TAGS, SERIES_TAGS, STUDY_TAGS, select
 from dicomhub.dicom.offsets import ElementLocation, WalkResult, read_file_meta, walk_dataset
+from dicomhub.dicom.raw_json import Unsupported, WalkJson, walk_and_convert
 from dicomhub.domain.uids import is_valid_uid
 from dicomhub.errors import InvalidDicom
 
@@ -52,6 +53,14 @@ _TS_TAG: Final = 0x00020010
 _MS_SOP_CLASS_TAG: Final = 0x00020002
 _EXTENDED_OFFSET_TABLE: Final = 0x7FE00001
 _PIXEL_DATA_PREFERENCE: Final = (0x7FE00010, 0x7FE00008, 0x7FE00009)
+_UID_TAGS: Final = (
+    ("SOPClassUID", 0x00080016),
+    ("SOPInstanceUID", 0x00080018),
+    ("StudyInstanceUID", 0x0020000D),
+    ("SeriesInstanceUID", 0x0020000E),
+)
+#: The walk, the DICOM JSON metadata and the SOP Class, SOP Instance, Study and Series UIDs.
+_Header = tuple[WalkResult, dict[str, Any], tuple[str, str, str, str]]
 
 _PATIENT_KEYS: Final = {
     "patient_id": "00100020",
@@ -165,47 +174,32 @@ def _parse(
     little = ts != EXPLICIT_VR_BIG_ENDIAN
     deflated = ts in DEFLATED_TRANSFER_SYNTAXES
 
-    walk: WalkResult
-    if deflated:
-        inflated = _inflate(mm, meta.dataset_offset, size)
-        walk = walk_dataset(
-            inflated,
-            len(inflated),
-            0,
-            implicit=False,
-            little=True,
-            bulk_threshold=bulk_threshold,
-            max_depth=max_depth,
+    defer_size = max(bulk_threshold, 64)
+    fast: WalkJson | None = None
+    if not (implicit or deflated or not little):
+        try:
+            fast = walk_and_convert(
+                mm,
+                size,
+                meta.dataset_offset,
+                bulk_threshold=bulk_threshold,
+                max_depth=max_depth,
+                defer_size=defer_size,
+            )
+        except Unsupported:
+            fast = None
+    header = _fast_header(fast, mm) if fast is not None else None
+    if header is None:
+        header = _pydicom_header(
+            f, mm, size, meta.dataset_offset, implicit, little, deflated, bulk_threshold, max_depth
         )
-        del inflated
-    else:
-        walk = walk_dataset(
-            mm,
-            size,
-            meta.dataset_offset,
-            implicit=implicit,
-            little=little,
-            bulk_threshold=bulk_threshold,
-            max_depth=max_depth,
-        )
-
-    f.seek(0)
-    ds = pydicom.dcmread(f, stop_before_pixels=True, defer_size=max(bulk_threshold, 64))
-    if ds.get((0x0004, 0x1220)) is not None or str(ds.get("SOPClassUID", "")) == DICOMDIR_SOP_CLASS:
-        raise InvalidDicom("a DICOMDIR is a media index, not a storable instance")
-
-    sop_class_uid = _uid(ds, "SOPClassUID")
-    sop_instance_uid = _uid(ds, "SOPInstanceUID")
-    study_instance_uid = _uid(ds, "StudyInstanceUID")
-    series_instance_uid = _uid(ds, "SeriesInstanceUID")
+    walk, metadata, (sop_class_uid, sop_instance_uid, study_instance_uid, series_instance_uid) = (
+        header
+    )
     # A Media Storage SOP Instance UID (0002,0003) that differs from the data set's SOP
     # Instance UID violates PS3.10 §7.1, but real exports (RT planning systems, some modality
     # writers) do it. The data set is authoritative: it is indexed and the file is kept as is.
-
     bulk = {} if deflated else walk.bulk
-    metadata = dataset_to_json(
-        ds, bulk_uri=None, bulk_threshold=bulk_threshold, bulk_keys=None if deflated else bulk
-    )
     _add_pixel_elements(metadata, walk.top_level)
 
     instance: dict[str, str | int | None] = {
@@ -263,12 +257,95 @@ def _inflate(mm: mmap.mmap, start: int, size: int) -> bytes:
     return data
 
 
+def _pydicom_header(
+    f: io.BufferedReader,
+    mm: mmap.mmap,
+    size: int,
+    start: int,
+    implicit: bool,
+    little: bool,
+    deflated: bool,
+    bulk_threshold: int,
+    max_depth: int,
+) -> _Header:
+    """Walk the data set and read it with pydicom: the general (and reference) path."""
+    walk: WalkResult
+    if deflated:
+        inflated = _inflate(mm, start, size)
+        walk = walk_dataset(
+            inflated,
+            len(inflated),
+            0,
+            implicit=False,
+            little=True,
+            bulk_threshold=bulk_threshold,
+            max_depth=max_depth,
+        )
+        del inflated
+    else:
+        walk = walk_dataset(
+            mm,
+            size,
+            start,
+            implicit=implicit,
+            little=little,
+            bulk_threshold=bulk_threshold,
+            max_depth=max_depth,
+        )
+
+    f.seek(0)
+    ds = pydicom.dcmread(f, stop_before_pixels=True, defer_size=max(bulk_threshold, 64))
+    if ds.get((0x0004, 0x1220)) is not None or str(ds.get("SOPClassUID", "")) == DICOMDIR_SOP_CLASS:
+        raise InvalidDicom("a DICOMDIR is a media index, not a storable instance")
+    uids = (
+        _uid(ds, "SOPClassUID"),
+        _uid(ds, "SOPInstanceUID"),
+        _uid(ds, "StudyInstanceUID"),
+        _uid(ds, "SeriesInstanceUID"),
+    )
+    metadata = dataset_to_json(
+        ds, bulk_uri=None, bulk_threshold=bulk_threshold, bulk_keys=None if deflated else walk.bulk
+    )
+    return walk, metadata, uids
+
+
+def _fast_header(fast: WalkJson, buf: mmap.mmap) -> _Header | None:
+    """Checks of :func:`_pydicom_header` on the fast path; ``None`` if it cannot decide.
+
+    The four UIDs are read from their raw values exactly as pydicom converts a UI value
+    (PS3.5 §9.1: trailing NUL or space padding), so errors and messages are unchanged.
+    """
+    metadata = fast.metadata
+    top = fast.walk.top_level
+    texts: dict[str, str | None] = {}
+    for keyword, tag in _UID_TAGS:
+        if f"{tag:08X}" not in metadata:  # absent, or after Pixel Data: pydicom never read it
+            texts[keyword] = None
+            continue
+        loc = top.get(tag)
+        if loc is None or loc.vr != "UI":
+            return None
+        parts = buf[loc.offset : loc.offset + loc.length].decode("latin-1").rstrip(" \x00")
+        values = parts.split("\\")
+        if len(values) != 1:
+            return None  # multi-valued: pydicom formats a list; let it do so
+        texts[keyword] = values[0].strip()
+    if "00041220" in metadata or texts["SOPClassUID"] == DICOMDIR_SOP_CLASS:
+        raise InvalidDicom("a DICOMDIR is a media index, not a storable instance")
+    uids = tuple(_check_uid(texts[k], k) for k, _ in _UID_TAGS)
+    return fast.walk, metadata, (uids[0], uids[1], uids[2], uids[3])
+
+
 def _uid(ds: Dataset, keyword: str) -> str:
     try:
         value = ds.get(keyword)
     except Exception:
         value = None
-    text = str(value).strip("\x00 ") if value is not None else ""
+    return _check_uid(str(value) if value is not None else None, keyword)
+
+
+def _check_uid(value: str | None, keyword: str) -> str:
+    text = value.strip("\x00 ") if value is not None else ""
     if not text:
         raise InvalidDicom(f"missing {keyword}")
     if not is_valid_uid(text):

@@ -31,10 +31,12 @@ async def health(request: Request) -> Response:
     return JSONResponse({"status": "ok", "version": __version__})
 
 
-def create_app(settings: Settings, archive: Archive | None = None) -> Starlette:
-    """Build the application; opens (and migrates) the archive unless one is given."""
+def create_app(
+    settings: Settings, archive: Archive | None = None, *, migrate: bool = True
+) -> Starlette:
+    """Build the application; opens (and by default migrates) the archive unless one is given."""
     owned = archive is None
-    arch = archive if archive is not None else Archive.open(settings)
+    arch = archive if archive is not None else Archive.open(settings, migrate=migrate)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -8,6 +8,8 @@ wait on ``busy_timeout``.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -56,6 +58,10 @@ class IndexDatabase:
         )
         event.listen(self.engine, "connect", _sqlite_on_connect)
         self._write_lock = threading.Lock()
+        # Writers in other processes (several server processes, `dicomhub import`) queue on an
+        # advisory file lock: the kernel wakes the next writer at once, where SQLite's own busy
+        # handler would poll with growing sleeps.
+        self._lock_path = Path(f"{parsed.database}.writer-lock") if parsed.database else None
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -70,7 +76,7 @@ class IndexDatabase:
     @contextmanager
     def write(self) -> Iterator[Connection]:
         """A write transaction, committed on success and rolled back on any exception."""
-        with self._write_lock, self.engine.connect() as conn:
+        with self._write_lock, self._process_lock(), self.engine.connect() as conn:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
             try:
                 yield conn
@@ -78,6 +84,18 @@ class IndexDatabase:
                 conn.exec_driver_sql("ROLLBACK")
                 raise
             conn.exec_driver_sql("COMMIT")
+
+    @contextmanager
+    def _process_lock(self) -> Iterator[None]:
+        if self._lock_path is None:
+            yield
+            return
+        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
     def dispose(self) -> None:
         """Close every pooled connection."""
