@@ -16,6 +16,10 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 command -v curl >/dev/null || need_apt+=(curl)
 if (( want_test )); then
   command -v storescu >/dev/null || need_apt+=(dcmtk)
+  # The PostgreSQL backend tests start a throwaway cluster of their own with initdb/pg_ctl
+  # (never the machine's server); they only need the server binaries.
+  compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || command -v initdb >/dev/null \
+    || need_apt+=(postgresql)
 fi
 if (( ${#need_apt[@]} )); then
   echo "installing Debian packages: ${need_apt[*]}"

@@ -9,19 +9,24 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+from sqlalchemy import Connection, CursorResult
 from starlette.testclient import TestClient
 
 from dicomhub.cli.main import main
+from dicomhub.config import Settings
 from dicomhub.services import ingest
 from dicomhub.services.archive import Archive
 from dicomhub.services.spool import spool_file
+from dicomhub.storage.blobs import BlobStore, open_blob_store
 from dicomhub.web.multipart import MultipartParser, PartData, PartEnd, PartStart, parse_content_type
 from tests.samples import SAMPLES
 
@@ -196,3 +201,56 @@ def run_dicomhub(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(exe), *args], capture_output=True, text=True, timeout=120, check=False
     )
+
+
+def driver_sql(conn: Connection, sql: str, params: Sequence[Any] = ()) -> CursorResult[Any]:
+    """Run raw SQL written with ``?`` placeholders on either database driver."""
+    if params and conn.dialect.paramstyle in ("format", "pyformat"):
+        sql = sql.replace("?", "%s")
+    return conn.exec_driver_sql(sql, tuple(params))
+
+
+# ---------------------------------------------------------------------------------------------
+# blobs, on whichever store the settings name
+
+
+def open_blobs(settings: Settings) -> BlobStore:
+    """The blob store of ``settings`` (as ``Archive.open`` opens it)."""
+    secret = settings.s3_secret_key
+    return open_blob_store(
+        settings.blobs_url,
+        s3_endpoint=settings.s3_endpoint,
+        s3_region=settings.s3_region,
+        s3_access_key=settings.s3_access_key,
+        s3_secret_key=secret.get_secret_value() if secret is not None else None,
+        s3_path_style=settings.s3_path_style,
+    )
+
+
+@dataclass(frozen=True)
+class StoredBlob:
+    """One blob of a store, with the file-like checks the tests use."""
+
+    store: BlobStore
+    key: str
+
+    def read_bytes(self) -> bytes:
+        """The whole blob."""
+        return b"".join(self.store.open_range(self.key))
+
+    def exists(self) -> bool:
+        """Whether the blob exists."""
+        return self.store.size(self.key) is not None
+
+    is_file = exists
+
+
+def stored_blob(settings: Settings, key: str) -> StoredBlob:
+    """The blob ``key`` of the store of ``settings`` (which need not exist)."""
+    return StoredBlob(open_blobs(settings), key)
+
+
+def stored_blobs(settings: Settings) -> list[StoredBlob]:
+    """Every blob in the store of ``settings``, by key."""
+    store = open_blobs(settings)
+    return [StoredBlob(store, k) for k in sorted(store.keys())]

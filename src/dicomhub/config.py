@@ -11,7 +11,7 @@ import os
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -38,6 +38,25 @@ class Settings(BaseSettings):
     port: int = Field(default=8080, ge=0, le=65535)
     dimse_port: int = Field(default=11112, ge=0, le=65535)
     ae_title: str = "DICOMHUB"
+    # DIMSE gateway (PS3.7, PS3.8): who may associate and the bounds of each association.
+    dimse_host: str | None = Field(
+        default=None, description="DIMSE listen address; default: the HTTP host"
+    )
+    dimse_open_ingest: bool = Field(
+        default=False, description="accept C-STORE (only) from unknown AEs, into the default tenant"
+    )
+    dimse_check_host: bool = Field(
+        default=True, description="reject a registered AE title calling from another host"
+    )
+    dimse_max_associations: int = Field(default=64, ge=1, le=4096)
+    dimse_max_associations_per_ae: int = Field(default=16, ge=1, le=4096)
+    dimse_max_pdu: int = Field(default=262144, ge=0, description="bytes; 0 = unlimited")
+    dimse_acse_timeout_s: float = Field(default=30.0, gt=0)
+    dimse_timeout_s: float = Field(default=60.0, gt=0)
+    dimse_idle_timeout_s: float = Field(
+        default=60.0, gt=0, description="network timeout: an idle association is closed"
+    )
+    dimse_max_find_results: int = Field(default=10000, ge=1)
     base_path: str = "/dicomweb"
 
     # Bounds (every size, count and depth is bounded).
@@ -48,6 +67,22 @@ class Settings(BaseSettings):
     qido_default_limit: int = Field(default=100, ge=1)
     bulk_threshold: int = Field(default=1024, ge=16)
     max_frames_per_request: int = Field(default=10000, ge=1)
+
+    # Rendering (PS3.18 §10.4.1.1.3): decoded-frame cache, thumbnails, named window presets.
+    render_cache_bytes: int = Field(default=256 * 1024**2, ge=0)
+    thumbnail_size: int = Field(default=128, ge=16, le=1024)
+    window_presets: dict[str, tuple[float, float]] = Field(
+        default_factory=lambda: {
+            "lung": (-600.0, 1500.0),
+            "mediastinum": (50.0, 350.0),
+            "bone": (400.0, 1800.0),
+            "brain": (40.0, 80.0),
+            "abdomen": (50.0, 400.0),
+            "liver": (60.0, 160.0),
+            "stroke": (40.0, 40.0),
+        },
+        description="preset name -> (window center, window width), e.g. JSON in the environment",
+    )
 
     duplicate_policy: DuplicatePolicy = DuplicatePolicy.REJECT
     pending_timeout_s: float = Field(default=3600.0, gt=0)
@@ -62,6 +97,40 @@ class Settings(BaseSettings):
     run_workers: bool = True
     worker_poll_s: float = Field(default=1.0, gt=0)
     log_level: str = "info"
+
+    # S3-compatible blob store (``blobs = s3://bucket/prefix``). Each setting is read from
+    # DICOMHUB_S3_<NAME>, else from the standard AWS variable; None leaves it to boto3's own
+    # chain (AWS config files, instance roles).
+    s3_endpoint: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "s3_endpoint", "DICOMHUB_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"
+        ),
+        description="S3 endpoint URL (e.g. http://127.0.0.1:8333); None for AWS",
+    )
+    s3_region: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "s3_region", "DICOMHUB_S3_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"
+        ),
+    )
+    s3_access_key: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "s3_access_key", "DICOMHUB_S3_ACCESS_KEY", "AWS_ACCESS_KEY_ID"
+        ),
+    )
+    s3_secret_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "s3_secret_key", "DICOMHUB_S3_SECRET_KEY", "AWS_SECRET_ACCESS_KEY"
+        ),
+    )
+    s3_path_style: bool | None = Field(
+        default=None,
+        validation_alias=AliasChoices("s3_path_style", "DICOMHUB_S3_PATH_STYLE"),
+        description="Path-style addressing; None = path-style when an endpoint is set",
+    )
 
     @property
     def index_url(self) -> str:

@@ -48,6 +48,10 @@ class PayloadTooLarge(DicomhubError):
     """A body, part or instance exceeds a configured bound."""
 
 
+class NotRenderable(InvalidDicom):
+    """An instance has no image to render, or its pixel data cannot be decoded (PS3.18 §10.4)."""
+
+
 class StudyMismatch(InvalidDicom):
     """An instance posted to ``/studies/{study}`` belongs to another study (PS3.18 §10.5.1)."""
 

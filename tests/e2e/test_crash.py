@@ -16,7 +16,9 @@ rows must match one to one.
 from __future__ import annotations
 
 import json
+import os
 import random
+import signal
 import subprocess
 import sys
 import threading
@@ -113,7 +115,11 @@ class Server:
             "--no-access-log",
         ]
         with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+            # A session of its own: a kill takes the server's worker processes too (as a
+            # crash of the machine would), instead of leaving them orphaned and serving.
+            self.proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -128,7 +134,7 @@ class Server:
 
     def kill(self) -> None:
         assert self.proc is not None
-        self.proc.kill()  # SIGKILL: no cleanup, no flush
+        os.killpg(self.proc.pid, signal.SIGKILL)  # no cleanup, no flush, in every process
         self.proc.wait(timeout=10)
 
     def stop(self) -> None:
@@ -137,7 +143,7 @@ class Server:
             try:
                 self.proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=10)
 
 

@@ -222,9 +222,9 @@ class Corpus:
     settings: Settings
 
 
-def build_corpus(directory: Path) -> Corpus:
+def build_corpus(directory: Path, **overrides: Any) -> Corpus:
     """Archive with :data:`TENANT1` in tenant 1 and :data:`TENANT2` in tenant 2."""
-    settings = Settings(data_dir=directory / "data", run_workers=False)
+    settings = Settings(data_dir=directory / "data", run_workers=False, **overrides)
     archive = Archive.open(settings)
     files = directory / "files"
     files.mkdir()

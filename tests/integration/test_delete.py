@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,7 +21,18 @@ from dicomhub.config import Settings
 from dicomhub.jobs.worker import drain
 from dicomhub.services.archive import Archive
 from dicomhub.web.app import create_app
-from tests.helpers import ROOT, ingest_file, instance_url, series_url, stow_samples, study_url
+from tests.helpers import (
+    ROOT,
+    StoredBlob,
+    driver_sql,
+    ingest_file,
+    instance_url,
+    series_url,
+    stored_blob,
+    stored_blobs,
+    stow_samples,
+    study_url,
+)
 from tests.samples import CT_SMALL, MANIFEST, SAMPLES
 
 pytestmark = pytest.mark.filterwarnings("ignore")
@@ -73,11 +83,11 @@ def assert_deleted_ok(resp: httpx.Response) -> None:
 
 def rows(archive: Archive, sql: str, *params: Any) -> list[tuple[Any, ...]]:
     with archive.db.read() as conn:
-        return [tuple(r) for r in conn.exec_driver_sql(sql, params).all()]
+        return [tuple(r) for r in driver_sql(conn, sql, params).all()]
 
 
-def blob_path(settings: Settings, key: str) -> Path:
-    return settings.data_dir / "blobs" / key
+def blob_path(settings: Settings, key: str) -> StoredBlob:
+    return stored_blob(settings, key)
 
 
 def blob_keys(archive: Archive, *sop_uids: str) -> dict[str, str]:
@@ -98,8 +108,7 @@ def queued_blob_keys(archive: Archive) -> set[str]:
 
 
 def all_blob_files(settings: Settings) -> set[str]:
-    root = settings.data_dir / "blobs"
-    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+    return {b.key for b in stored_blobs(settings)}
 
 
 def qido_available(client: TestClient) -> bool:
@@ -270,7 +279,8 @@ def test_resources_of_another_tenant_cannot_be_deleted(
     client: TestClient, archive: Archive, settings: Settings
 ) -> None:
     with archive.db.write() as conn:
-        conn.exec_driver_sql(
+        driver_sql(
+            conn,
             "INSERT INTO tenant (id, name, created_at) VALUES (?, 'other hospital', 0)",
             (OTHER_TENANT,),
         )

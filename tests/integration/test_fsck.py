@@ -19,7 +19,7 @@ from dicomhub.services.fsck import fsck
 from dicomhub.services.importer import import_paths
 from dicomhub.storage.blobs.keys import new_key
 from dicomhub.storage.index import tables as t
-from tests.helpers import run_cli, run_dicomhub
+from tests.helpers import StoredBlob, run_cli, run_dicomhub, stored_blob
 from tests.samples import SAMPLES
 
 MEDIA = SAMPLES / "files" / "pydicom-wheel" / "test_files" / "dicomdirtests" / "TINY_ALPHA"
@@ -62,6 +62,16 @@ def instances(data: Path) -> list[tuple[str, str, int]]:
 
 def blob_path(data: Path, key: str) -> Path:
     return data / "blobs" / key
+
+
+def blob(data: Path, key: str) -> StoredBlob:
+    """The blob ``key`` in whichever store the archive in ``data`` uses."""
+    return stored_blob(Settings(data_dir=data), key)
+
+
+#: These tests damage blobs in place (truncate, flip bits, drop files into the store folder),
+#: which only the filesystem store of the embedded backend set allows.
+FILES_DAMAGED = pytest.mark.sqlite_only
 
 
 def by_kind(report: dict[str, Any], section: str = "problems") -> dict[str, list[dict[str, Any]]]:
@@ -134,6 +144,7 @@ def break_everything(data: Path) -> dict[str, Any]:
     }
 
 
+@FILES_DAMAGED
 def test_detects_each_problem_kind(data: Path, capsys: pytest.CaptureFixture[str]) -> None:
     done = break_everything(data)
     code, report = run_fsck(capsys, data)
@@ -171,6 +182,7 @@ def test_detects_each_problem_kind(data: Path, capsys: pytest.CaptureFixture[str
     assert not quick & {"checksum_mismatch", "uid_mismatch", "unparsable_blob"}
 
 
+@FILES_DAMAGED
 def test_repair_fixes_what_it_may(data: Path, capsys: pytest.CaptureFixture[str]) -> None:
     done = break_everything(data)
     code, report = run_fsck(capsys, data, "--repair")
@@ -193,6 +205,7 @@ def test_repair_fixes_what_it_may(data: Path, capsys: pytest.CaptureFixture[str]
     assert report["checked"]["pending"] == 1  # the young reservation is left alone
 
 
+@FILES_DAMAGED
 def test_repair_to_consistent(data: Path, capsys: pytest.CaptureFixture[str]) -> None:
     orphan = new_key()
     blob_path(data, orphan).parent.mkdir(parents=True, exist_ok=True)
@@ -224,14 +237,14 @@ def test_blobs_awaiting_deletion_are_not_orphans(data: Path) -> None:
         report = fsck(arch)  # the delete_blobs job has not run yet
         assert report.ok, report.problems
         assert report.checked["awaiting_deletion"] == 50
-        assert blob_path(data, key).exists()
+        assert blob(data, key).exists()
     finally:
         arch.close()
 
 
 def test_text_report_and_subprocess(data: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (_, key, _) = instances(data)[5]
-    blob_path(data, key).unlink()
+    blob(data, key).store.delete(key)
     capsys.readouterr()
     assert main(["fsck", "--data-dir", str(data), "--quick"]) == 1
     out = capsys.readouterr().out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,6 +12,8 @@ import pytest
 from dicomhub.domain.query import Level
 from dicomhub.services.search import search
 from dicomhub.web.dicomweb.qido_params import parse_query
+from tests.backends.postgres import Cluster
+from tests.backends.seaweed import s3_settings_overrides
 from tests.integration.qido_fixtures import (
     CT,
     MR,
@@ -34,10 +37,20 @@ SOP_UID = "00080018"
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Corpus]:
-    c = build_corpus(tmp_path_factory.mktemp("qido"))
+def corpus(
+    tmp_path_factory: pytest.TempPathFactory, backend: str, request: pytest.FixtureRequest
+) -> Iterator[Corpus]:
+    cluster: Cluster | None = None if backend == "sqlite" else request.getfixturevalue("pg_cluster")
+    index = cluster.create_database() if cluster is not None else None
+    overrides: dict[str, Any] = {"index": index}
+    if backend == "pg+s3":
+        s3 = request.getfixturevalue("seaweed_s3")
+        overrides.update(s3_settings_overrides(s3, f"qido-{secrets.token_hex(6)}"))
+    c = build_corpus(tmp_path_factory.mktemp("qido"), **overrides)
     yield c
     c.archive.close()
+    if cluster is not None and index is not None:
+        cluster.drop_database(index)
 
 
 def get(corpus: Corpus, path: str, params: Any = None, **headers: str) -> httpx.Response:

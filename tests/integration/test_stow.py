@@ -26,14 +26,17 @@ from dicomhub.jobs.worker import drain
 from dicomhub.services.archive import Archive
 from dicomhub.storage.blobs.keys import is_key
 from dicomhub.web.app import create_app
+from tests.conftest import Backend
 from tests.helpers import (
     ROOT,
     Part,
+    StoredBlob,
     dicom_multipart_type,
     instance_url,
     multipart_body,
     multipart_parts,
     part10_bytes,
+    stored_blobs,
     zeroed,
 )
 from tests.samples import CT_SMALL, MANIFEST, SAMPLES, STUDY_133
@@ -70,10 +73,10 @@ NO_META = "files/pydicom-wheel/test_files/no_meta.dcm"
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def settings(tmp_path: Path, storage: Backend) -> Settings:
     """Overrides the shared fixture: a fresh archive with small, reachable bounds."""
-    return Settings(
-        data_dir=tmp_path / "data",
+    return storage.settings(
+        tmp_path / "data",
         run_workers=False,
         max_request_bytes=MAX_REQUEST_BYTES,
         max_instance_bytes=MAX_INSTANCE_BYTES,
@@ -91,13 +94,13 @@ class Env:
 
 
 @pytest.fixture
-def make_env(tmp_path: Path) -> Iterator[Callable[..., Env]]:
+def make_env(tmp_path: Path, storage: Backend) -> Iterator[Callable[..., Env]]:
     """Builds archives with other settings (closed at the end of the test)."""
     stack = ExitStack()
 
     def make(name: str, **overrides: Any) -> Env:
-        settings = Settings(
-            data_dir=tmp_path / name,
+        settings = storage.settings(
+            tmp_path / name,
             run_workers=False,
             max_request_bytes=overrides.pop("max_request_bytes", MAX_REQUEST_BYTES),
             max_instance_bytes=overrides.pop("max_instance_bytes", MAX_INSTANCE_BYTES),
@@ -197,9 +200,8 @@ def stored_sop_uids(archive: Archive) -> set[str]:
         return {str(r[0]) for r in conn.exec_driver_sql("SELECT sop_uid FROM instance")}
 
 
-def blob_files(settings: Settings) -> list[Path]:
-    root = settings.data_dir / "blobs"
-    return sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
+def blob_files(settings: Settings) -> list[StoredBlob]:
+    return stored_blobs(settings)
 
 
 def spool_files(settings: Settings) -> list[Path]:
@@ -469,9 +471,8 @@ def test_blob_names_reveal_no_identifiers(
     assert leaks == []
     blobs = blob_files(settings)
     assert len(blobs) == len(files)
-    root = settings.data_dir / "blobs"
     for b in blobs:
-        assert is_key(b.relative_to(root).as_posix())
+        assert is_key(b.key)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,7 +14,10 @@ from dicomhub.config import Settings
 def add_storage_args(parser: argparse.ArgumentParser) -> None:
     """Flags naming where the archive lives (each also settable as DICOMHUB_*)."""
     parser.add_argument("--data-dir", type=Path, help="data directory (DICOMHUB_DATA_DIR)")
-    parser.add_argument("--index", help="index URL, e.g. sqlite:///path/index.db (DICOMHUB_INDEX)")
+    parser.add_argument(
+        "--index",
+        help="index URL: sqlite:///path/index.db or postgresql://user@host/db (DICOMHUB_INDEX)",
+    )
     parser.add_argument("--blobs", help="blob store URL, e.g. file:///path (DICOMHUB_BLOBS)")
 
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from dicomhub import __version__
-from dicomhub.cli import fsck, import_, serve
+from dicomhub.cli import ae, check, convert, db, dimse_cli, fsck, import_, serve, tags, worker
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,6 +17,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_parser(sub)
     import_.add_parser(sub)
     fsck.add_parser(sub)
+    ae.add_parser(sub)
+    dimse_cli.add_parsers(sub)
+    worker.add_parser(sub)
+    db.add_parser(sub)
+    check.add_parser(sub)
+    convert.add_parser(sub)
+    tags.add_parser(sub)
     return parser
 
 

@@ -1,8 +1,9 @@
-"""``dicomhub serve``: the archive's HTTP server (DICOMweb) with its background worker."""
+"""``dicomhub serve``: the archive's HTTP server (DICOMweb), DIMSE server and background worker."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import time
@@ -13,6 +14,7 @@ import uvicorn
 
 from dicomhub.cli.common import add_storage_args, settings_from, setup_logging
 from dicomhub.config import Settings
+from dicomhub.dimse.server import DimseServer
 from dicomhub.services.archive import Archive
 from dicomhub.web.app import create_app
 
@@ -99,11 +101,23 @@ def run(args: argparse.Namespace) -> int:
     Python runs one thread at a time per process, so the server runs one process per CPU core
     by default (all sharing the index and the blob store, exactly as stateless nodes do);
     ``--workers 1`` keeps a single process. The parent migrates the index first.
+
+    The DIMSE server (``--dimse-port``, 0 = off) runs exactly once, in this parent process,
+    started before ``uvicorn.run`` and stopped after it returns. It cannot live in the app's
+    lifespan: every HTTP worker process runs that lifespan, and only one process can own the
+    DIMSE port (pynetdicom's server is not built for ``SO_REUSEPORT`` sharing, and the
+    per-AE association limits need one process to count them). uvicorn's workers are spawned
+    processes, so they do not inherit its threads. The parent otherwise only supervises its
+    workers, so its interpreter is free for DIMSE work.
     """
     settings = settings_from(args, **({"workers": args.workers} if args.workers else {}))
     setup_logging(settings.log_level)
     Archive.open(settings).close()  # create and migrate once, before any worker starts
-    os.environ[SETTINGS_ENV] = settings.model_dump_json()
+    # The worker processes need the secrets too (model_dump_json masks SecretStr values).
+    dumped = settings.model_dump(mode="json")
+    if settings.s3_secret_key is not None:
+        dumped["s3_secret_key"] = settings.s3_secret_key.get_secret_value()
+    os.environ[SETTINGS_ENV] = json.dumps(dumped)
     os.environ[ACCESS_LOG_ENV] = "0" if args.no_access_log else "1"
     log.info(
         "dicomhub serving DICOMweb on http://%s:%d%s with %d process(es)",
@@ -112,6 +126,31 @@ def run(args: argparse.Namespace) -> int:
         settings.base_path,
         settings.process_count,
     )
+    dimse = start_dimse(settings)
+    try:
+        _run_http(settings)
+    finally:
+        if dimse is not None:
+            dimse.stop()
+            dimse.archive.close()
+    return 0
+
+
+def start_dimse(settings: Settings) -> DimseServer | None:
+    """Start the DIMSE server over its own archive handle, unless ``dimse_port`` is 0."""
+    if not settings.dimse_port:
+        return None
+    archive = Archive.open(settings, migrate=False)
+    server = DimseServer(archive, settings)
+    try:
+        server.start()
+    except BaseException:
+        archive.close()
+        raise
+    return server
+
+
+def _run_http(settings: Settings) -> None:
     uvicorn.run(
         "dicomhub.cli.serve:worker_app",
         factory=True,
@@ -123,4 +162,3 @@ def run(args: argparse.Namespace) -> int:
         timeout_keep_alive=30,
         limit_concurrency=1000,
     )
-    return 0

@@ -221,10 +221,13 @@ def matchable_at(attr: Attribute, level: Level) -> bool:
     """Whether ``attr`` is a supported matching key for a query at ``level``.
 
     Keys of the query's level and of the levels above it apply (PS3.18 Table 10.6.1-5: study
-    keys for ``/series``, study and series keys for ``/instances``).
+    keys for ``/series``, study and series keys for ``/instances``). A C-FIND at PATIENT
+    level matches on patient keys only.
     """
     if not attr.matching or attr.level is None:
         return False
+    if level is Level.PATIENT:  # C-FIND PATIENT level (PS3.4 C.6.1.1.2): patient keys only
+        return attr.level is Level.PATIENT
     return attr.level.rank <= max(level.rank, Level.STUDY.rank)
 
 

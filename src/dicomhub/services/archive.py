@@ -32,8 +32,20 @@ class Archive:
         db = IndexDatabase(settings.index_url)
         if migrate:
             upgrade(db)
-        return cls(settings=settings, db=db, blobs=open_blob_store(settings.blobs_url))
+        secret = settings.s3_secret_key
+        blobs = open_blob_store(
+            settings.blobs_url,
+            s3_endpoint=settings.s3_endpoint,
+            s3_region=settings.s3_region,
+            s3_access_key=settings.s3_access_key,
+            s3_secret_key=secret.get_secret_value() if secret is not None else None,
+            s3_path_style=settings.s3_path_style,
+        )
+        return cls(settings=settings, db=db, blobs=blobs)
 
     def close(self) -> None:
-        """Release database connections."""
+        """Release database connections (and the blob store's, when it has any)."""
         self.db.dispose()
+        close = getattr(self.blobs, "close", None)
+        if callable(close):
+            close()

@@ -217,6 +217,19 @@ def _check_instance(archive: Archive, row: _Row, quick: bool) -> tuple[list[Prob
         return problems, False
     hashed = False
     try:
+        local = archive.blobs.local_path(row.blob_key)
+        if local is None:  # remote backend: one download, hashed on the way, parsed from disk
+            with tempfile.NamedTemporaryFile(dir=archive.settings.tmp_dir) as tmp:
+                digest = hashlib.sha256()
+                for chunk in archive.blobs.open_range(row.blob_key):
+                    digest.update(chunk)
+                    tmp.write(chunk)
+                tmp.flush()
+                hashed = True
+                if size == row.size and digest.hexdigest() != row.sha256:
+                    problems.append(row.problem("checksum_mismatch"))
+                problems.extend(_check_parse(archive, row, Path(tmp.name)))
+            return problems, hashed
         if size == row.size:  # else the digest cannot match: spare the read
             digest = hashlib.sha256()
             for chunk in archive.blobs.open_range(row.blob_key):
@@ -224,25 +237,15 @@ def _check_instance(archive: Archive, row: _Row, quick: bool) -> tuple[list[Prob
             hashed = True
             if digest.hexdigest() != row.sha256:
                 problems.append(row.problem("checksum_mismatch"))
-        problems.extend(_check_parse(archive, row))
+        problems.extend(_check_parse(archive, row, local))
     except DicomhubError as exc:  # the blob vanished while being read
         problems.append(row.problem("missing_blob", reason=exc.reason))
     return problems, hashed
 
 
-def _check_parse(archive: Archive, row: _Row) -> list[Problem]:
-    local = archive.blobs.local_path(row.blob_key)
+def _check_parse(archive: Archive, row: _Row, path: Path) -> list[Problem]:
     try:
-        if local is not None:
-            parsed = parse_instance(local, bulk_threshold=archive.settings.bulk_threshold)
-        else:  # remote backend: parse a temporary copy
-            with tempfile.NamedTemporaryFile(dir=archive.settings.tmp_dir) as tmp:
-                for chunk in archive.blobs.open_range(row.blob_key):
-                    tmp.write(chunk)
-                tmp.flush()
-                parsed = parse_instance(
-                    Path(tmp.name), bulk_threshold=archive.settings.bulk_threshold
-                )
+        parsed = parse_instance(path, bulk_threshold=archive.settings.bulk_threshold)
     except DicomhubError as exc:
         return [row.problem("unparsable_blob", reason=exc.reason)]
     except OSError as exc:

@@ -26,6 +26,8 @@ import json
 import logging
 from dataclasses import dataclass
 
+from sqlalchemy import Connection
+
 from dicomhub.config import DuplicatePolicy
 from dicomhub.dicom.model import ParsedInstance
 from dicomhub.dicom.parse import parse_instance
@@ -149,32 +151,34 @@ def _write(
     except BaseException:
         _abandon(archive, keys)
         raise
-    unused: list[str] = []
-    # If this transaction fails, the pending rows let the garbage collector remove the blobs.
-    with archive.db.write() as conn:
-        outcomes = index.commit_instances(
-            conn,
-            tenant_id,
-            [
-                index.NewInstance(it.parsed, key, it.spool.size, it.sha256, it.metadata_text)
-                for key, it in zip(keys, batch, strict=True)
-            ],
-            overwrite=overwrite,
-        )
-        for res, it, pos in zip(outcomes, batch, positions, strict=True):
+    items = [
+        index.NewInstance(it.parsed, key, it.spool.size, it.sha256, it.metadata_text)
+        for key, it in zip(keys, batch, strict=True)
+    ]
+
+    def make_visible(conn: Connection) -> list[index.CommitResult]:
+        outcomes = index.commit_instances(conn, tenant_id, items, overwrite=overwrite)
+        for res in outcomes:
             if res.outcome == "overwritten" and res.obsolete_blob:
                 jobs.enqueue(conn, "delete_blobs", {"keys": [res.obsolete_blob]})
-            elif res.obsolete_blob:
-                unused.append(res.obsolete_blob)
-            if res.outcome == "conflict":
-                results[pos] = _conflict(it.parsed)
-            elif res.outcome == "mismatch":
-                results[pos] = InvalidDicom(
-                    "the Series Instance UID already belongs to another study",
-                    **_uids(it.parsed),
-                )
-            else:
-                results[pos] = it.stored(res.outcome)
+        return outcomes
+
+    # If this transaction fails, the pending rows let the garbage collector remove the blobs.
+    # A lost race with another node storing the same instance replays it (see store.py).
+    outcomes = archive.db.transact(make_visible)
+    unused: list[str] = []
+    for res, it, pos in zip(outcomes, batch, positions, strict=True):
+        if res.outcome != "overwritten" and res.obsolete_blob:
+            unused.append(res.obsolete_blob)
+        if res.outcome == "conflict":
+            results[pos] = _conflict(it.parsed)
+        elif res.outcome == "mismatch":
+            results[pos] = InvalidDicom(
+                "the Series Instance UID already belongs to another study",
+                **_uids(it.parsed),
+            )
+        else:
+            results[pos] = it.stored(res.outcome)
     for key in unused:  # lost a race with an identical or conflicting concurrent store
         archive.blobs.delete(key)
 
@@ -209,11 +213,22 @@ def _conflict(parsed: ParsedInstance) -> Conflict:
 
 
 def _abandon(archive: Archive, keys: list[str]) -> None:
+    """Best effort after a failed blob write: never masks the error that caused it.
+
+    A blob that cannot be deleted now (the store is down) keeps its pending reservation, so the
+    garbage collector removes it later.
+    """
+    removed: list[str] = []
     for key in keys:
-        archive.blobs.delete(key)
+        try:
+            archive.blobs.delete(key)
+        except Exception:
+            log.exception("could not remove a blob of an abandoned batch; left to the collector")
+            continue
+        removed.append(key)
     try:
         with archive.db.write() as conn:
-            for key in keys:
+            for key in removed:
                 index.release_pending(conn, key)
     except Exception:  # the stale pending rows are collected later
         log.exception("could not release pending blob reservations")

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
+from typing import Any
 
 from dicomhub.dicom.json_model import render_bulk_markers
 from dicomhub.dicom.model import ByteRange
-from dicomhub.errors import InvalidInput, NotFound
+from dicomhub.domain.query import Query
+from dicomhub.errors import InvalidInput, NotAcceptable, NotFound
 from dicomhub.services.archive import Archive
+from dicomhub.storage.blobs.reader import open_blob_reader
+from dicomhub.storage.index import queries
 from dicomhub.storage.index import store as index
 from dicomhub.storage.index.records import InstanceRecord
 
@@ -105,8 +109,45 @@ def _open_dataset(archive: Archive, rec: InstanceRecord, stop_before_pixels: boo
     path = archive.blobs.local_path(rec.blob_key)
     if path is not None:
         return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
+    if stop_before_pixels:  # remote store: the header costs a few ranged reads, not the object
+        with open_blob_reader(archive.blobs, rec.blob_key, rec.size) as f:
+            return pydicom.dcmread(f, stop_before_pixels=True)
     data = b"".join(archive.blobs.open_range(rec.blob_key))
     return pydicom.dcmread(io.BytesIO(data), stop_before_pixels=stop_before_pixels)
+
+
+def header_dataset(archive: Archive, rec: InstanceRecord) -> Any:
+    """The instance's data set without pixel data (for the rendering pipeline's pixel module)."""
+    return _open_dataset(archive, rec, stop_before_pixels=True)
+
+
+def full_dataset(archive: Archive, rec: InstanceRecord) -> Any:
+    """The whole data set (fallback for instances whose frames cannot be range-read)."""
+    return _open_dataset(archive, rec)
+
+
+def can_transcode(transfer_syntax: str) -> bool:
+    """Whether an instance in ``transfer_syntax`` can be sent as Explicit VR Little Endian.
+
+    Transcoding on retrieve (PS3.18 §8.7.3.5.2), for WADO-RS and DIMSE alike.
+    """
+    from dicomhub.services.render import can_transcode as render_can_transcode
+
+    return render_can_transcode(transfer_syntax)
+
+
+def transcode(archive: Archive, rec: InstanceRecord, transfer_syntax: str) -> bytes:
+    """The instance as a Part-10 file in ``transfer_syntax`` (Explicit VR Little Endian only).
+
+    Raises:
+        NotAcceptable: Another target transfer syntax.
+        NotRenderable: The stored pixel data cannot be decoded.
+    """
+    from dicomhub.services.render import EXPLICIT_LE, transcode_explicit_le
+
+    if transfer_syntax != EXPLICIT_LE:
+        raise NotAcceptable(f"cannot transcode to transfer syntax {transfer_syntax}")
+    return transcode_explicit_le(archive, rec)
 
 
 def _swap_to_little(archive: Archive, rec: InstanceRecord, data: bytes) -> bytes:
@@ -227,3 +268,22 @@ def _bulk_by_parsing(archive: Archive, rec: InstanceRecord, key: str) -> bytes:
 def stream_blob(archive: Archive, rec: InstanceRecord) -> Iterator[bytes]:
     """The stored Part-10 file in chunks."""
     return archive.blobs.open_range(rec.blob_key)
+
+
+def match_instances(archive: Archive, tenant_id: int, query: Query) -> list[InstanceRecord]:
+    """The stored instances an instance-level ``query`` matches (C-MOVE, C-GET, PS3.4 C.4.2).
+
+    Raises:
+        InvalidInput: more than ``query.limit`` instances match.
+    """
+    with archive.db.read() as conn:
+        rows, truncated = queries.search_rows(conn, query, tenant_id)
+        if truncated:
+            raise InvalidInput(f"more than {query.limit} instances match")
+        wanted: dict[str, set[str]] = {}
+        for row in rows:
+            wanted.setdefault(str(row["study_uid"]), set()).add(str(row["sop_uid"]))
+        out: list[InstanceRecord] = []
+        for study_uid, sops in wanted.items():
+            out += [r for r in index.instances(conn, tenant_id, study_uid) if r.sop_uid in sops]
+    return out

@@ -1,7 +1,7 @@
 """Search: answer a :class:`~dicomhub.domain.query.Query` with DICOM JSON results.
 
-Shared by QIDO-RS (PS3.18 §10.6) and, later, C-FIND (PS3.4 C.4.1). Each result carries
-(PS3.18 §10.6.3.3):
+Shared by QIDO-RS (PS3.18 §10.6) and C-FIND (PS3.4 C.4.1, which adds the PATIENT level).
+Each result carries (PS3.18 §10.6.3.3):
 
 * the required attributes of its level (Tables 10.6.3-3/-4/-5) and, for ``/series`` and
   ``/instances`` without a study (or series) in the path, those of the levels above;
@@ -65,6 +65,8 @@ def unsupported_warning(keywords: Iterable[str]) -> str:
 
 def returned_levels(query: Query) -> tuple[Level, ...]:
     """Levels whose attributes each result carries (PS3.18 §10.6.3.3)."""
+    if query.level is Level.PATIENT:  # C-FIND only (PS3.4 C.6.1.1.2)
+        return (Level.PATIENT,)
     if query.level is Level.STUDY:
         return (Level.PATIENT, Level.STUDY)
     if query.level is Level.SERIES:
@@ -223,6 +225,8 @@ def _load_level_json(text: Any) -> dict[str, Any]:
 
 
 def _retrieve_url(level: Level, row: Mapping[Any, Any], base: str) -> str:
+    if level is Level.PATIENT:
+        return ""  # DICOMweb has no patient resource
     url = f"{base}/studies/{row['study_uid']}"
     if level.rank >= Level.SERIES.rank:
         url += f"/series/{row['series_uid']}"
@@ -233,7 +237,7 @@ def _retrieve_url(level: Level, row: Mapping[Any, Any], base: str) -> str:
 
 def _computed(tag: str, level: Level, row: Mapping[Any, Any], url: str) -> dict[str, Any] | None:
     if tag == "00081190":  # Retrieve URL (PS3.18 §10.6.3.3)
-        return {"vr": "UR", "Value": [url]}
+        return {"vr": "UR", "Value": [url]} if url else None
     if tag == "00080056":  # Instance Availability: everything stored is on line
         return {"vr": "CS", "Value": [_ONLINE]}
     if tag == "00080061":  # Modalities in Study: sorted distinct modalities of its series

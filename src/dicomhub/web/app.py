@@ -16,7 +16,7 @@ from dicomhub import __version__, errors
 from dicomhub.config import Settings
 from dicomhub.jobs.worker import WorkerThread
 from dicomhub.services.archive import Archive
-from dicomhub.web.dicomweb import delete, qido, stow, wado
+from dicomhub.web.dicomweb import delete, qido, rendered, stow, wado
 from dicomhub.web.errors import domain_error, http_error, unexpected_error
 from dicomhub.web.ui.home import home
 
@@ -51,7 +51,13 @@ def create_app(
             if owned:
                 arch.close()
 
-    dicomweb = [*stow.routes(), *qido.routes(), *wado.routes(), *delete.routes()]
+    dicomweb = [
+        *stow.routes(),
+        *qido.routes(),
+        *wado.routes(),
+        *delete.routes(),
+        *rendered.routes(),
+    ]
     app = Starlette(
         routes=[
             Route("/", home, methods=["GET"]),

@@ -3,25 +3,47 @@
 SQLite (default) runs in WAL mode with ``synchronous=FULL``: a committed transaction survives
 power loss. SQLite allows one writer at a time, so writers in this process take a lock and open
 ``BEGIN IMMEDIATE`` transactions; other processes (``dicomhub import`` beside a running server)
-wait on ``busy_timeout``.
+queue on an advisory file lock.
+
+PostgreSQL (``postgresql://user@host/db``, driver psycopg 3) is multi-version: writers take no
+lock of ours and run at READ COMMITTED, so several processes and nodes write at once. Races
+between them (two nodes creating the same study, or storing the same instance) surface as
+unique-key violations or deadlocks; :meth:`IndexDatabase.transact` replays such a transaction a
+bounded number of times.
 """
 
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
+import random
 import sqlite3
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.pool import QueuePool
 
 from dicomhub.errors import InvalidInput
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: SQLSTATEs after which replaying the whole transaction can succeed: serialization failure,
+#: deadlock detected, unique violation (a concurrent insert of the same key committed first).
+RETRYABLE_SQLSTATES = frozenset({"40001", "40P01", "23505"})
+
+
+class ConcurrentChange(Exception):
+    """Raised inside a transaction that saw a concurrent change and must be replayed."""
 
 
 def _sqlite_on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
@@ -38,44 +60,113 @@ def _sqlite_on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
     cur.close()
 
 
+def normalize_url(url: str) -> URL:
+    """Parse an index URL; ``postgresql://`` and ``postgres://`` select the psycopg 3 driver.
+
+    Raises:
+        InvalidInput: the URL is malformed or names an unsupported database.
+    """
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://") :]
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise InvalidInput(f"malformed index URL: {exc}") from exc
+    backend = parsed.get_backend_name()
+    if backend == "postgresql":
+        driver = parsed.get_driver_name()
+        if driver not in ("psycopg", "postgresql", ""):
+            raise InvalidInput(f"unsupported PostgreSQL driver {driver!r} (use psycopg)")
+        return parsed.set(drivername="postgresql+psycopg")
+    if backend == "sqlite":
+        return parsed
+    raise InvalidInput(f"unsupported index URL scheme {backend!r}")
+
+
+def redact(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for logs and ``dicomhub check``)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return "<malformed URL>"
+    if parsed.password is None:
+        return url
+    return parsed.render_as_string(hide_password=True)
+
+
 class IndexDatabase:
     """An engine plus the transaction discipline of its dialect."""
 
-    def __init__(self, url: str) -> None:
-        parsed = make_url(url)
+    def __init__(self, url: str, *, pool_size: int = 5, max_overflow: int = 10) -> None:
+        parsed = normalize_url(url)
         self.url = url
         self.dialect = parsed.get_backend_name()
-        if self.dialect != "sqlite":
-            raise InvalidInput(f"unsupported index URL scheme {self.dialect!r}")
-        if parsed.database:
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        self.engine: Engine = create_engine(
-            url,
-            poolclass=QueuePool,
-            pool_size=8,
-            max_overflow=16,
-            connect_args={"check_same_thread": False, "timeout": 60},
-        )
-        event.listen(self.engine, "connect", _sqlite_on_connect)
-        self._write_lock = threading.Lock()
-        # Writers in other processes (several server processes, `dicomhub import`) queue on an
-        # advisory file lock: the kernel wakes the next writer at once, where SQLite's own busy
-        # handler would poll with growing sleeps.
-        self._lock_path = Path(f"{parsed.database}.writer-lock") if parsed.database else None
+        self._write_lock: threading.Lock | None = None
+        self._lock_path: Path | None = None
+        if self.dialect == "sqlite":
+            if parsed.database:
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            self.engine: Engine = create_engine(
+                parsed,
+                poolclass=QueuePool,
+                pool_size=8,
+                max_overflow=16,
+                connect_args={"check_same_thread": False, "timeout": 60},
+            )
+            event.listen(self.engine, "connect", _sqlite_on_connect)
+            self._write_lock = threading.Lock()
+            # Writers in other processes (several server processes, `dicomhub import`) queue on
+            # an advisory file lock: the kernel wakes the next writer at once, where SQLite's
+            # own busy handler would poll with growing sleeps.
+            if parsed.database:
+                self._lock_path = Path(f"{parsed.database}.writer-lock")
+        else:
+            # A small pool per process (every server process has its own); pre-ping replaces
+            # connections that a database restart or a proxy timeout closed.
+            self.engine = create_engine(
+                parsed,
+                isolation_level="READ COMMITTED",
+                pool_size=pool_size,
+                max_overflow=max_overflow,
+                pool_pre_ping=True,
+                pool_recycle=1800,
+                pool_timeout=60,
+                connect_args={
+                    "application_name": "dicomhub",
+                    # a URL's own ?connect_timeout= wins
+                    **({} if "connect_timeout" in parsed.query else {"connect_timeout": 10}),
+                },
+            )
+
+    @property
+    def is_sqlite(self) -> bool:
+        """Whether this is the embedded SQLite index."""
+        return self.dialect == "sqlite"
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
-        """A read transaction (a consistent snapshot in WAL mode)."""
+        """A read transaction (SQLite: a consistent snapshot; PostgreSQL: READ COMMITTED)."""
         with self.engine.connect() as conn:
-            conn.exec_driver_sql("BEGIN")
-            try:
-                yield conn
-            finally:
-                conn.exec_driver_sql("ROLLBACK")
+            if self.is_sqlite:
+                conn.exec_driver_sql("BEGIN")
+                try:
+                    yield conn
+                finally:
+                    conn.exec_driver_sql("ROLLBACK")
+            else:
+                try:
+                    yield conn
+                finally:
+                    conn.rollback()
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
         """A write transaction, committed on success and rolled back on any exception."""
+        if not self.is_sqlite:
+            with self.engine.begin() as conn:
+                yield conn
+            return
+        assert self._write_lock is not None
         with self._write_lock, self._process_lock(), self.engine.connect() as conn:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
             try:
@@ -84,6 +175,28 @@ class IndexDatabase:
                 conn.exec_driver_sql("ROLLBACK")
                 raise
             conn.exec_driver_sql("COMMIT")
+
+    def transact(self, body: Callable[[Connection], T], *, attempts: int = 8) -> T:
+        """Run ``body`` in a write transaction, replaying it after a lost race.
+
+        A transaction that fails on a unique violation, a deadlock or a serialization failure
+        (or raises :class:`ConcurrentChange`) is rolled back and run again after a short
+        randomised back-off, at most ``attempts`` times; ``body`` must therefore only touch the
+        database (no blob or other side effects) and return what the caller acts on.
+
+        Raises:
+            The last error once the attempts are exhausted, and any other error at once.
+        """
+        for attempt in range(1, attempts + 1):
+            try:
+                with self.write() as conn:
+                    return body(conn)
+            except (DBAPIError, ConcurrentChange) as exc:
+                if attempt == attempts or not _retryable(exc):
+                    raise
+                log.debug("replaying index transaction after %s (attempt %d)", exc, attempt)
+                time.sleep(random.uniform(0, 0.005 * 2**attempt))  # noqa: S311
+        raise AssertionError("unreachable")
 
     @contextmanager
     def _process_lock(self) -> Iterator[None]:
@@ -100,3 +213,14 @@ class IndexDatabase:
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
+
+
+def _retryable(exc: Exception) -> bool:
+    if isinstance(exc, ConcurrentChange):
+        return True
+    sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None)
+    if sqlstate is not None:
+        return sqlstate in RETRYABLE_SQLSTATES
+    # SQLite reports no SQLSTATE; its writers are serialised, so a unique violation there is a
+    # real error, not a lost race.
+    return False

@@ -1,7 +1,8 @@
 """The job table: durable background work (PS: the transactional outbox pattern).
 
 A job is enqueued in the same transaction as the change that needs it, so it exists exactly
-when that change is committed. Workers claim a due job by setting ``locked_until`` (a lease):
+when that change is committed. Workers (in ``dicomhub serve`` or ``dicomhub worker``, on any
+node) claim a due job by setting ``locked_until`` (a lease):
 a worker that dies mid-job loses its lease and another worker runs the job again, so job
 functions must be idempotent (deleting a blob twice is harmless).
 """
@@ -13,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, delete, func, insert, select, update
 
 from dicomhub.storage.index import tables as t
 
@@ -46,14 +47,23 @@ def enqueue(conn: Connection, kind: str, payload: dict[str, Any], delay_s: float
 
 
 def claim(conn: Connection, lease_s: float = 300.0) -> Job | None:
-    """Claim the oldest due job in the caller's write transaction, or return None."""
+    """Claim the oldest due job in the caller's write transaction, or return None.
+
+    SQLite serialises writers, so the select-then-lease is atomic there; on PostgreSQL the row
+    is selected ``FOR UPDATE SKIP LOCKED``, so concurrent claimers never get the same job.
+    """
     now = time.time()
-    row = conn.execute(
+    stmt = (
         select(t.job.c.id, t.job.c.kind, t.job.c.payload, t.job.c.attempts)
         .where(t.job.c.run_at <= now, t.job.c.locked_until <= now)
         .order_by(t.job.c.run_at, t.job.c.id)
         .limit(1)
-    ).first()
+    )
+    if conn.dialect.name == "postgresql":
+        # Workers on several nodes claim at once: each skips the rows another is claiming
+        # instead of waiting for it, and the lease then keeps the job theirs.
+        stmt = stmt.with_for_update(skip_locked=True)
+    row = conn.execute(stmt).first()
     if row is None:
         return None
     conn.execute(
@@ -81,4 +91,4 @@ def fail(conn: Connection, job: Job, error: str) -> None:
 
 def pending_count(conn: Connection) -> int:
     """Number of jobs not yet completed."""
-    return len(conn.execute(select(t.job.c.id)).all())
+    return int(conn.execute(select(func.count()).select_from(t.job)).scalar_one())

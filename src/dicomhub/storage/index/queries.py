@@ -218,7 +218,25 @@ def _order(level: Level) -> list[Any]:
 # matching
 
 
+def _texts(matcher: Matcher) -> list[str]:
+    if isinstance(matcher, SingleValue):
+        return [matcher.value]
+    if isinstance(matcher, Wildcard):
+        return [matcher.pattern]
+    if isinstance(matcher, UidList):
+        return list(matcher.uids)
+    if isinstance(matcher, Range):
+        return [v for v in (matcher.lower, matcher.upper) if v is not None]
+    if isinstance(matcher, AnyOf):
+        return [text for option in matcher.options for text in _texts(option)]
+    return []
+
+
 def _condition(match: Match, fuzzy: bool, joined: tuple[str, ...]) -> ColumnElement[bool]:
+    if any("\x00" in text for text in _texts(match.matcher)):
+        # No stored value contains NUL (PS3.5 §6.1.2: not part of any text repertoire), and
+        # PostgreSQL refuses it in text parameters.
+        raise InvalidInput(f"{match.keyword}: NUL is not allowed in a matching value")
     attr = BY_TAG.get(match.tag)
     if attr is None or attr.column is None or attr.column.split(".")[0] not in joined:
         raise InvalidInput(f"{match.keyword} is not supported as a matching key at this level")

@@ -2,6 +2,14 @@
 
 Functions take an open transaction (``IndexDatabase.write()``/``read()``); the services decide
 the transaction boundaries.
+
+Several processes or nodes may write at once (PostgreSQL, READ COMMITTED). Patient, study and
+series rows are found or created with ``INSERT ... ON CONFLICT DO NOTHING`` and a re-select, so
+two nodes storing into one new study both succeed; counters are updated in place
+(``SET n = n + k``), which locks the row and stays exact. A lost race on one SOP Instance UID
+ends in a unique violation, and the caller replays the whole transaction
+(:meth:`~dicomhub.storage.index.engine.IndexDatabase.transact`), which then sees the committed
+instance and applies the duplicate policy.
 """
 
 from __future__ import annotations
@@ -12,11 +20,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, insert, select, update
+from sqlalchemy import Connection, Table, and_, delete, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from dicomhub.dicom.model import ParsedInstance
 from dicomhub.domain.person_name import fuzzy_key
 from dicomhub.storage.index import tables as t
+from dicomhub.storage.index.engine import ConcurrentChange
 from dicomhub.storage.index.records import InstanceRecord, row_to_instance
 
 INSTANCE_COLUMNS = (
@@ -150,7 +160,49 @@ def patient_identity(p: ParsedInstance) -> str:
     pid = p.patient.get("patient_id") or ""
     if not pid:
         return "study:" + p.study_instance_uid
-    return "id:" + (p.patient.get("issuer_of_patient_id") or "") + "\\" + pid
+    identity = "id:" + (p.patient.get("issuer_of_patient_id") or "") + "\\" + pid
+    return identity.replace("\x00", "")[:MAX_COLUMN_CHARS]
+
+
+def _insert_ignoring(
+    conn: Connection, table: Table, values: dict[str, Any], key: tuple[str, ...]
+) -> int | None:
+    """Insert one row unless ``key`` already exists (or is being inserted concurrently).
+
+    Returns:
+        The new row's primary key, or None if the row exists: at READ COMMITTED a concurrent
+        uncommitted insert of the key makes this wait for that transaction's outcome, after
+        which the caller's re-select sees the committed row.
+    """
+    dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    pk = table.primary_key.columns.values()[0]
+    stmt = (
+        dialect_insert(table)
+        .values(**_no_nul(values))
+        .on_conflict_do_nothing(index_elements=list(key))
+    ).returning(pk)
+    row = conn.execute(stmt).first()
+    return None if row is None else int(row[0])
+
+
+#: Longest string kept in an indexed column (a B-tree entry must fit in a third of a page).
+MAX_COLUMN_CHARS = 512
+_TEXT_COLUMNS = frozenset({"attrs", "frames", "bulk", "json"})  # JSON texts, never capped
+
+
+def _no_nul(values: dict[str, Any]) -> dict[str, Any]:
+    """Column values without NUL characters and capped at :data:`MAX_COLUMN_CHARS`.
+
+    DICOM text values never contain NUL (PS3.5 §6.1.2) except as padding, and PostgreSQL text
+    cannot hold it; no valid value comes near the cap (PN is at most 3 x 64 characters). Only
+    malformed input loses anything, and the full value stays in the stored DICOM JSON.
+    """
+    return {
+        k: v.replace("\x00", "")[:MAX_COLUMN_CHARS]
+        if isinstance(v, str) and k not in _TEXT_COLUMNS
+        else v
+        for k, v in values.items()
+    }
 
 
 def _get_or_create_patient(conn: Connection, tenant_id: int, p: ParsedInstance, now: float) -> int:
@@ -165,89 +217,126 @@ def _get_or_create_patient(conn: Connection, tenant_id: int, p: ParsedInstance, 
     if row:
         return int(row[0])
     name = p.patient.get("patient_name")
-    res = conn.execute(
-        insert(t.patient).values(
-            tenant_id=tenant_id,
-            identity=identity,
-            patient_id=pid,
-            issuer=issuer,
-            patient_name=name,
-            patient_name_fuzzy=fuzzy_key(name),
-            patient_birth_date=p.patient.get("patient_birth_date"),
-            patient_sex=p.patient.get("patient_sex"),
-            attrs=_dumps(p.patient_json),
-        )
+    pk = _insert_ignoring(
+        conn,
+        t.patient,
+        {
+            "tenant_id": tenant_id,
+            "identity": identity,
+            "patient_id": pid,
+            "issuer": issuer,
+            "patient_name": name,
+            "patient_name_fuzzy": fuzzy_key(name),
+            "patient_birth_date": p.patient.get("patient_birth_date"),
+            "patient_sex": p.patient.get("patient_sex"),
+            "attrs": _dumps(p.patient_json),
+        },
+        ("tenant_id", "identity"),
     )
-    return int(res.inserted_primary_key[0])  # type: ignore[index]
+    if pk is None:  # created concurrently
+        pk = conn.execute(
+            select(t.patient.c.pk).where(
+                t.patient.c.tenant_id == tenant_id, t.patient.c.identity == identity
+            )
+        ).scalar_one()
+    return int(pk)
 
 
-def _get_or_create_study(
-    conn: Connection, tenant_id: int, p: ParsedInstance, now: float
-) -> tuple[int, str]:
-    row = conn.execute(
-        select(t.study.c.pk, t.study.c.modalities).where(
-            t.study.c.tenant_id == tenant_id, t.study.c.study_uid == p.study_instance_uid
-        )
-    ).first()
-    if row:
-        return int(row[0]), str(row[1])
+def _get_or_create_study(conn: Connection, tenant_id: int, p: ParsedInstance, now: float) -> int:
+    def find() -> int | None:
+        return conn.execute(
+            select(t.study.c.pk).where(
+                t.study.c.tenant_id == tenant_id, t.study.c.study_uid == p.study_instance_uid
+            )
+        ).scalar_one_or_none()
+
+    pk = find()
+    if pk is not None:
+        return int(pk)
     patient_pk = _get_or_create_patient(conn, tenant_id, p, now)
     s = p.study
     referring = s.get("referring_physician_name")
-    res = conn.execute(
-        insert(t.study).values(
-            tenant_id=tenant_id,
-            patient_pk=patient_pk,
-            study_uid=p.study_instance_uid,
-            study_date=s.get("study_date"),
-            study_time=s.get("study_time"),
-            accession_number=s.get("accession_number"),
-            study_id=s.get("study_id"),
-            referring_physician_name=referring,
-            referring_physician_fuzzy=fuzzy_key(referring),
-            study_description=s.get("study_description"),
-            modalities="",
-            num_series=0,
-            num_instances=0,
-            attrs=_dumps(p.study_json),
-            created_at=now,
-            updated_at=now,
-        )
+    pk = _insert_ignoring(
+        conn,
+        t.study,
+        {
+            "tenant_id": tenant_id,
+            "patient_pk": patient_pk,
+            "study_uid": p.study_instance_uid,
+            "study_date": s.get("study_date"),
+            "study_time": s.get("study_time"),
+            "accession_number": s.get("accession_number"),
+            "study_id": s.get("study_id"),
+            "referring_physician_name": referring,
+            "referring_physician_fuzzy": fuzzy_key(referring),
+            "study_description": s.get("study_description"),
+            "modalities": "",
+            "num_series": 0,
+            "num_instances": 0,
+            "attrs": _dumps(p.study_json),
+            "created_at": now,
+            "updated_at": now,
+        },
+        ("tenant_id", "study_uid"),
     )
-    return int(res.inserted_primary_key[0]), ""  # type: ignore[index]
+    if pk is None:  # created concurrently
+        pk = find()
+        if pk is None:  # ... and deleted again before we looked
+            raise ConcurrentChange("study vanished")
+    return int(pk)
 
 
 def _get_or_create_series(
     conn: Connection, tenant_id: int, study_pk: int, p: ParsedInstance, now: float
-) -> tuple[int, bool] | None:
-    """The series row (pk, created); None if the Series Instance UID belongs to another study."""
-    row = conn.execute(
-        select(t.series.c.pk, t.series.c.study_pk).where(
-            t.series.c.tenant_id == tenant_id, t.series.c.series_uid == p.series_instance_uid
-        )
-    ).first()
-    if row:
-        if int(row[1]) != study_pk:
+) -> tuple[int, bool]:
+    """The series row (pk, created).
+
+    Raises:
+        ConcurrentChange: another transaction created the series in another study since the
+            caller checked ownership; the replayed transaction reports the mismatch.
+    """
+
+    def find() -> tuple[int, bool] | None:
+        row = conn.execute(
+            select(t.series.c.pk, t.series.c.study_pk).where(
+                t.series.c.tenant_id == tenant_id, t.series.c.series_uid == p.series_instance_uid
+            )
+        ).first()
+        if row is None:
             return None
+        if int(row[1]) != study_pk:
+            raise ConcurrentChange("series created in another study")
         return int(row[0]), False
+
+    found = find()
+    if found is not None:
+        return found
     s = p.series
     number = s.get("series_number")
-    res = conn.execute(
-        insert(t.series).values(
-            tenant_id=tenant_id,
-            study_pk=study_pk,
-            series_uid=p.series_instance_uid,
-            modality=s.get("modality"),
-            series_number=number if isinstance(number, int) else None,
-            series_description=s.get("series_description"),
-            pps_start_date=s.get("performed_procedure_step_start_date"),
-            pps_start_time=s.get("performed_procedure_step_start_time"),
-            num_instances=0,
-            attrs=_dumps(p.series_json),
-            created_at=now,
-        )
+    pk = _insert_ignoring(
+        conn,
+        t.series,
+        {
+            "tenant_id": tenant_id,
+            "study_pk": study_pk,
+            "series_uid": p.series_instance_uid,
+            "modality": s.get("modality"),
+            "series_number": number if isinstance(number, int) else None,
+            "series_description": s.get("series_description"),
+            "pps_start_date": s.get("performed_procedure_step_start_date"),
+            "pps_start_time": s.get("performed_procedure_step_start_time"),
+            "num_instances": 0,
+            "attrs": _dumps(p.series_json),
+            "created_at": now,
+        },
+        ("tenant_id", "series_uid"),
     )
-    return int(res.inserted_primary_key[0]), True  # type: ignore[index]
+    if pk is not None:
+        return pk, True
+    found = find()
+    if found is None:
+        raise ConcurrentChange("series vanished")
+    return found
 
 
 def _int_or_none(value: object) -> int | None:
@@ -344,7 +433,7 @@ def _existing(conn: Connection, tenant_id: int, sops: list[str]) -> dict[str, tu
 
 
 def _insert_fresh(conn: Connection, tenant_id: int, items: list[NewInstance], now: float) -> None:
-    studies: dict[str, tuple[int, str]] = {}
+    studies: dict[str, int] = {}
     series: dict[str, tuple[int, bool]] = {}
     per_series: dict[int, int] = {}
     per_study: dict[int, tuple[int, int, set[str]]] = {}
@@ -353,11 +442,9 @@ def _insert_fresh(conn: Connection, tenant_id: int, items: list[NewInstance], no
         p = item.parsed
         if p.study_instance_uid not in studies:
             studies[p.study_instance_uid] = _get_or_create_study(conn, tenant_id, p, now)
-        study_pk, _ = studies[p.study_instance_uid]
+        study_pk = studies[p.study_instance_uid]
         if p.series_instance_uid not in series:
-            got = _get_or_create_series(conn, tenant_id, study_pk, p, now)
-            assert got is not None, "series ownership is checked before insertion"
-            series[p.series_instance_uid] = got
+            series[p.series_instance_uid] = _get_or_create_series(conn, tenant_id, study_pk, p, now)
             n_inst, n_series, mods = per_study.get(study_pk, (0, 0, set()))
             new_series = series[p.series_instance_uid][1]
             modality = p.series.get("modality")
@@ -369,20 +456,24 @@ def _insert_fresh(conn: Connection, tenant_id: int, items: list[NewInstance], no
         n_inst, n_series, mods = per_study[study_pk]
         per_study[study_pk] = (n_inst + 1, n_series, mods)
         rows.append(
-            {
-                "tenant_id": tenant_id,
-                "series_pk": series_pk,
-                "study_pk": study_pk,
-                "sop_uid": p.sop_instance_uid,
-                "sop_class_uid": p.sop_class_uid,
-                "transfer_syntax_uid": p.transfer_syntax_uid,
-                "blob_key": item.blob_key,
-                "size": item.size,
-                "sha256": item.sha256,
-                "created_at": now,
-                **_instance_columns(p),
-            }
+            _no_nul(
+                {
+                    "tenant_id": tenant_id,
+                    "series_pk": series_pk,
+                    "study_pk": study_pk,
+                    "sop_uid": p.sop_instance_uid,
+                    "sop_class_uid": p.sop_class_uid,
+                    "transfer_syntax_uid": p.transfer_syntax_uid,
+                    "blob_key": item.blob_key,
+                    "size": item.size,
+                    "sha256": item.sha256,
+                    "created_at": now,
+                    **_instance_columns(p),
+                }
+            )
         )
+    # A concurrent store of one of these SOP Instance UIDs makes this fail with a unique
+    # violation (after waiting for the other transaction): the caller replays the transaction.
     conn.execute(insert(t.instance), rows)
     pks = _existing(conn, tenant_id, [i.parsed.sop_instance_uid for i in items])
     conn.execute(
@@ -392,23 +483,32 @@ def _insert_fresh(conn: Connection, tenant_id: int, items: list[NewInstance], no
             for i in items
         ],
     )
-    for series_pk, n in per_series.items():
+    for series_pk, n in sorted(per_series.items()):
         conn.execute(
             update(t.series)
             .where(t.series.c.pk == series_pk)
             .values(num_instances=t.series.c.num_instances + n)
         )
-    for study_pk, (n_inst, n_series, mods) in per_study.items():
-        values: dict[str, Any] = {
-            "num_instances": t.study.c.num_instances + n_inst,
-            "num_series": t.study.c.num_series + n_series,
-            "updated_at": now,
-        }
-        old_mods = next(m for pk, m in studies.values() if pk == study_pk)
+    for study_pk, (n_inst, n_series, mods) in sorted(per_study.items()):
+        # In-place increments lock the row, so concurrent writers add up exactly; the row lock
+        # held from here on makes the read-modify-write of the modalities set safe too.
+        old_mods = conn.execute(
+            update(t.study)
+            .where(t.study.c.pk == study_pk)
+            .values(
+                num_instances=t.study.c.num_instances + n_inst,
+                num_series=t.study.c.num_series + n_series,
+                updated_at=now,
+            )
+            .returning(t.study.c.modalities)
+        ).scalar_one()
         known = set(old_mods.split("\\")) if old_mods else set()
         if not mods <= known:
-            values["modalities"] = "\\".join(sorted(known | mods))
-        conn.execute(update(t.study).where(t.study.c.pk == study_pk).values(**values))
+            conn.execute(
+                update(t.study)
+                .where(t.study.c.pk == study_pk)
+                .values(modalities="\\".join(sorted(known | mods)))
+            )
     _changes(conn, tenant_id, "stored", [i.parsed for i in items], now)
 
 

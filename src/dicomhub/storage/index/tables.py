@@ -6,13 +6,24 @@ C-FIND match on as columns (PS3.18 §10.6.1.2.3, PS3.4 C.6) and the rest of the 
 attributes as DICOM JSON text, so queries are answered from the index alone.
 
 This module is the *current* schema; Alembic revisions under ``migrations/versions`` build it
-step by step (revision 0001 is a frozen snapshot). A test checks that both agree.
+step by step (revision 0001 is a frozen snapshot). A test checks that both agree, on SQLite and
+on PostgreSQL.
+
+On PostgreSQL every string column uses the ``"C"`` collation: comparison and ordering are
+bytewise, as in SQLite, so the literal-prefix ranges that :mod:`.queries` adds to wildcard
+matches (PS3.4 C.2.2.2.4) are exact and the plain B-tree indexes serve ``LIKE 'ABC%'``
+(PostgreSQL uses a B-tree for a prefix ``LIKE`` only under the C collation or
+``text_pattern_ops``). PostgreSQL also gets a few indexes of its own, created only there
+(``ddl_if``): trigram (``pg_trgm``) GIN indexes for fuzzy person-name matching (PS3.18
+§8.3.4.1, a ``LIKE '% word%'`` on the ``*_fuzzy`` columns), and the study list order.
 """
 
 from __future__ import annotations
 
 from sqlalchemy import (
+    DDL,
     BigInteger,
+    Boolean,
     Column,
     Float,
     ForeignKey,
@@ -23,9 +34,42 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    event,
 )
 
 metadata = MetaData()
+
+
+def Str(length: int) -> String:  # noqa: N802 (a type factory, read like the type)
+    """A string column: VARCHAR(``length``), on PostgreSQL unbounded and collated "C".
+
+    ``length`` is the VR's maximum (PS3.5 §6.2), which real files exceed (``1997.04.24`` in a
+    DA); SQLite never enforces it, and on PostgreSQL it is dropped so both accept the same
+    data. Indexed values are capped by the store instead (B-tree entries are bounded).
+    """
+    return String(length).with_variant(String(collation="C"), "postgresql")
+
+
+def exists_on(obj: object, dialect: str) -> bool:
+    """Whether a schema object (an index) is created on ``dialect`` (see ``ddl_if`` below).
+
+    Alembic's comparison ignores ``ddl_if``; its ``include_object`` hook uses this instead.
+    """
+    ddl_if = getattr(obj, "_ddl_if", None)
+    wanted = getattr(ddl_if, "dialect", None)
+    if wanted is None:
+        return True
+    return dialect == wanted if isinstance(wanted, str) else dialect in wanted
+
+
+# pg_trgm ships with PostgreSQL (contrib); the fuzzy-name indexes below need it.
+event.listen(
+    metadata,
+    "before_create",
+    DDL("CREATE EXTENSION IF NOT EXISTS pg_trgm").execute_if(  # type: ignore[no-untyped-call]
+        dialect="postgresql"
+    ),
+)
 
 # SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets BIGINT identities.
 PK = BigInteger().with_variant(Integer(), "sqlite")
@@ -34,7 +78,7 @@ tenant = Table(
     "tenant",
     metadata,
     Column("id", PK, primary_key=True),
-    Column("name", String(64), nullable=False, unique=True),
+    Column("name", Str(64), nullable=False, unique=True),
     Column("created_at", Float, nullable=False),
 )
 
@@ -45,17 +89,23 @@ patient = Table(
     Column("tenant_id", PK, ForeignKey("tenant.id"), nullable=False),
     # Who the patient is within the tenant: IssuerOfPatientID + PatientID, or, for instances
     # without a PatientID, the study (such patients are never merged across studies).
-    Column("identity", String(200), nullable=False),
-    Column("patient_id", String(64), nullable=False),  # '' when absent
-    Column("issuer", String(64), nullable=False),  # IssuerOfPatientID, '' when absent
-    Column("patient_name", String(324)),
-    Column("patient_name_fuzzy", String(324)),
-    Column("patient_birth_date", String(8)),
-    Column("patient_sex", String(16)),
+    Column("identity", Str(200), nullable=False),
+    Column("patient_id", Str(64), nullable=False),  # '' when absent
+    Column("issuer", Str(64), nullable=False),  # IssuerOfPatientID, '' when absent
+    Column("patient_name", Str(324)),
+    Column("patient_name_fuzzy", Str(324)),
+    Column("patient_birth_date", Str(8)),
+    Column("patient_sex", Str(16)),
     Column("attrs", Text, nullable=False),
     UniqueConstraint("tenant_id", "identity", name="uq_patient_identity"),
     Index("ix_patient_id", "tenant_id", "patient_id"),
     Index("ix_patient_name", "tenant_id", "patient_name"),
+    Index(
+        "ix_patient_name_trgm",
+        "patient_name_fuzzy",
+        postgresql_using="gin",
+        postgresql_ops={"patient_name_fuzzy": "gin_trgm_ops"},
+    ).ddl_if(dialect="postgresql"),
 )
 
 study = Table(
@@ -64,15 +114,15 @@ study = Table(
     Column("pk", PK, primary_key=True),
     Column("tenant_id", PK, ForeignKey("tenant.id"), nullable=False),
     Column("patient_pk", PK, ForeignKey("patient.pk"), nullable=False),
-    Column("study_uid", String(64), nullable=False),
-    Column("study_date", String(8)),
-    Column("study_time", String(16)),
-    Column("accession_number", String(16)),
-    Column("study_id", String(16)),
-    Column("referring_physician_name", String(324)),
-    Column("referring_physician_fuzzy", String(324)),
-    Column("study_description", String(64)),
-    Column("modalities", String(256), nullable=False),  # '\'-joined sorted set
+    Column("study_uid", Str(64), nullable=False),
+    Column("study_date", Str(8)),
+    Column("study_time", Str(16)),
+    Column("accession_number", Str(16)),
+    Column("study_id", Str(16)),
+    Column("referring_physician_name", Str(324)),
+    Column("referring_physician_fuzzy", Str(324)),
+    Column("study_description", Str(64)),
+    Column("modalities", Str(256), nullable=False),  # '\'-joined sorted set
     Column("num_series", Integer, nullable=False),
     Column("num_instances", Integer, nullable=False),
     Column("attrs", Text, nullable=False),
@@ -83,7 +133,24 @@ study = Table(
     Index("ix_study_accession", "tenant_id", "accession_number"),
     Index("ix_study_id", "tenant_id", "study_id"),
     Index("ix_study_patient", "patient_pk"),
+    Index(
+        "ix_study_referring_trgm",
+        "referring_physician_fuzzy",
+        postgresql_using="gin",
+        postgresql_ops={"referring_physician_fuzzy": "gin_trgm_ops"},
+    ).ddl_if(dialect="postgresql"),
 )
+
+# The study list order of queries.py (date and time descending, empty last), so a page of
+# studies, with or without a date range, is an index walk that stops at the limit. (SQLite
+# sorts NULL first ascending, hence last descending, and walks ix_study_date backwards.)
+Index(
+    "ix_study_order",
+    study.c.tenant_id,
+    study.c.study_date.desc().nulls_last(),
+    study.c.study_time.desc().nulls_last(),
+    study.c.pk,
+).ddl_if(dialect="postgresql")
 
 series = Table(
     "series",
@@ -91,12 +158,12 @@ series = Table(
     Column("pk", PK, primary_key=True),
     Column("tenant_id", PK, ForeignKey("tenant.id"), nullable=False),
     Column("study_pk", PK, ForeignKey("study.pk"), nullable=False),
-    Column("series_uid", String(64), nullable=False),
-    Column("modality", String(16)),
+    Column("series_uid", Str(64), nullable=False),
+    Column("modality", Str(16)),
     Column("series_number", Integer),
-    Column("series_description", String(64)),
-    Column("pps_start_date", String(8)),
-    Column("pps_start_time", String(16)),
+    Column("series_description", Str(64)),
+    Column("pps_start_date", Str(8)),
+    Column("pps_start_time", Str(16)),
     Column("num_instances", Integer, nullable=False),
     Column("attrs", Text, nullable=False),
     Column("created_at", Float, nullable=False),
@@ -112,18 +179,18 @@ instance = Table(
     Column("tenant_id", PK, ForeignKey("tenant.id"), nullable=False),
     Column("series_pk", PK, ForeignKey("series.pk"), nullable=False),
     Column("study_pk", PK, ForeignKey("study.pk"), nullable=False),
-    Column("sop_uid", String(64), nullable=False),
-    Column("sop_class_uid", String(64), nullable=False),
+    Column("sop_uid", Str(64), nullable=False),
+    Column("sop_class_uid", Str(64), nullable=False),
     Column("instance_number", Integer),
     Column("rows", Integer),
     Column("columns", Integer),
     Column("bits_allocated", Integer),
     Column("number_of_frames", Integer),
-    Column("specific_character_set", String(128)),
-    Column("transfer_syntax_uid", String(64), nullable=False),
-    Column("blob_key", String(40), nullable=False, unique=True),
+    Column("specific_character_set", Str(128)),
+    Column("transfer_syntax_uid", Str(64), nullable=False),
+    Column("blob_key", Str(40), nullable=False, unique=True),
     Column("size", BigInteger, nullable=False),
-    Column("sha256", String(64), nullable=False),
+    Column("sha256", Str(64), nullable=False),
     Column("frames", Text, nullable=False),  # JSON: [[[offset, length], ...], ...]
     Column("bulk", Text, nullable=False),  # JSON: {key: [offset, length]}
     Column("created_at", Float, nullable=False),
@@ -147,7 +214,7 @@ instance_metadata = Table(
 pending_blob = Table(
     "pending_blob",
     metadata,
-    Column("blob_key", String(40), primary_key=True),
+    Column("blob_key", Str(40), primary_key=True),
     Column("tenant_id", PK, nullable=False),
     Column("created_at", Float, nullable=False),
 )
@@ -157,7 +224,7 @@ job = Table(
     "job",
     metadata,
     Column("id", PK, primary_key=True),
-    Column("kind", String(64), nullable=False),
+    Column("kind", Str(64), nullable=False),
     Column("payload", Text, nullable=False),
     Column("run_at", Float, nullable=False),
     Column("attempts", Integer, nullable=False),
@@ -173,11 +240,30 @@ change = Table(
     metadata,
     Column("seq", PK, primary_key=True),
     Column("tenant_id", PK, nullable=False),
-    Column("kind", String(16), nullable=False),
-    Column("level", String(16), nullable=False),
-    Column("study_uid", String(64), nullable=False),
-    Column("series_uid", String(64)),
-    Column("sop_uid", String(64)),
+    Column("kind", Str(16), nullable=False),
+    Column("level", Str(16), nullable=False),
+    Column("study_uid", Str(64), nullable=False),
+    Column("series_uid", Str(64)),
+    Column("sop_uid", Str(64)),
     Column("at", Float, nullable=False),
     Index("ix_change_tenant", "tenant_id", "seq"),
+)
+
+# Known remote application entities (DIMSE peers): who may associate, from where, and what
+# each may do. An AE belongs to one tenant; everything it stores or sees is that tenant's.
+remote_ae = Table(
+    "remote_ae",
+    metadata,
+    Column("pk", PK, primary_key=True),
+    Column("tenant_id", PK, ForeignKey("tenant.id"), nullable=False),
+    Column("ae_title", String(16), nullable=False),
+    Column("host", String(255), nullable=False),
+    Column("port", Integer, nullable=False),
+    Column("may_store", Boolean, nullable=False),
+    Column("may_query", Boolean, nullable=False),
+    Column("may_retrieve", Boolean, nullable=False),
+    Column("is_move_destination", Boolean, nullable=False),
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("tenant_id", "ae_title", name="uq_remote_ae_title"),
+    Index("ix_remote_ae_title", "ae_title"),
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from dicomhub.errors import NotAcceptable
@@ -46,6 +47,7 @@ class Choice:
     multipart: bool
     media_type: str  # of the body (single part) or of each part
     transfer_syntax: str | None  # label for the part's transfer-syntax parameter
+    transcode: bool = False  # decode stored instances into ``transfer_syntax``
 
 
 def _multipart_type(r: MediaRange, default: str) -> str | None:
@@ -65,12 +67,18 @@ def _ts_ok(r: MediaRange, stored: set[str], native_equivalent: set[str] | None =
     return stored == {ts}
 
 
-def choose_instances(accept: list[MediaRange], syntaxes: set[str], single: bool) -> Choice:
+def choose_instances(
+    accept: list[MediaRange],
+    syntaxes: set[str],
+    single: bool,
+    transcodable: Callable[[str], bool] | None = None,
+) -> Choice:
     """Representation for retrieving instances (PS3.18 Table 8.7.3-2).
 
     Without a transfer-syntax parameter the stored transfer syntax is returned and named in each
-    part's Content-Type (transcoding on retrieve comes with the rendering pipeline); a specific
-    transfer syntax that differs from the stored one is 406.
+    part's Content-Type. Explicit VR Little Endian is produced by transcoding (PS3.18
+    §8.7.3.5.2) when every stored syntax is ``transcodable``; any other specific transfer
+    syntax that differs from the stored one is 406.
     """
     for r in accept:
         part = _multipart_type(r, DICOM)
@@ -78,10 +86,23 @@ def choose_instances(accept: list[MediaRange], syntaxes: set[str], single: bool)
             return Choice(True, DICOM, None)
         if single and r.media_type == DICOM and _ts_ok(r, syntaxes):
             return Choice(False, DICOM, next(iter(syntaxes)))
+        if _transcode_ok(r, syntaxes, transcodable) and (
+            part == DICOM or (single and r.media_type == DICOM)
+        ):
+            return Choice(part == DICOM, DICOM, EXPLICIT_LE, transcode=True)
     raise NotAcceptable(
         'cannot satisfy Accept; available: multipart/related; type="application/dicom" in '
         f"transfer syntax {', '.join(sorted(syntaxes))}"
     )
+
+
+def _transcode_ok(
+    r: MediaRange, syntaxes: set[str], transcodable: Callable[[str], bool] | None
+) -> bool:
+    """Whether the range asks for Explicit VR LE and every stored syntax can be decoded to it."""
+    if transcodable is None or r.params.get("transfer-syntax") != EXPLICIT_LE:
+        return False
+    return all(ts == EXPLICIT_LE or transcodable(ts) for ts in syntaxes)
 
 
 def choose_frames(

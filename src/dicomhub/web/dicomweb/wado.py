@@ -19,6 +19,7 @@ from dicomhub.services import retrieve
 from dicomhub.storage.index.records import InstanceRecord
 from dicomhub.web.context import archive_of, base_url, tenant_of
 from dicomhub.web.dicomweb.negotiate import (
+    EXPLICIT_LE,
     Choice,
     choose_bulk,
     choose_frames,
@@ -68,7 +69,10 @@ async def retrieve_instances(request: Request) -> Response:
     records = await _records(request)
     accept = parse_accept(request.headers.get("accept"))
     choice = choose_instances(
-        accept, {r.transfer_syntax_uid for r in records}, single=len(records) == 1
+        accept,
+        {r.transfer_syntax_uid for r in records},
+        single=len(records) == 1,
+        transcodable=retrieve.can_transcode,
     )
     archive = archive_of(request)
     boundary = new_boundary()
@@ -76,11 +80,21 @@ async def retrieve_instances(request: Request) -> Response:
     def read_all(rec: InstanceRecord) -> list[bytes]:
         return list(retrieve.stream_blob(archive, rec))
 
+    def needs_transcoding(rec: InstanceRecord) -> bool:
+        return choice.transcode and rec.transfer_syntax_uid != choice.transfer_syntax
+
+    if not choice.multipart and needs_transcoding(records[0]):
+        data = await run_in_threadpool(retrieve.transcode, archive, records[0], EXPLICIT_LE)
+        return Response(data, media_type=_content_type(choice, boundary))
+
     async def body() -> AsyncIterator[bytes]:
         for rec in records:
             if choice.multipart:
-                yield _part_header(choice.media_type, rec.transfer_syntax_uid, boundary)
-            if rec.size <= 8 * CHUNK:
+                label = choice.transfer_syntax if choice.transcode else rec.transfer_syntax_uid
+                yield _part_header(choice.media_type, label, boundary)
+            if needs_transcoding(rec):
+                yield await run_in_threadpool(retrieve.transcode, archive, rec, EXPLICIT_LE)
+            elif rec.size <= 8 * CHUNK:
                 for chunk in await run_in_threadpool(read_all, rec):
                     yield chunk
             else:

@@ -18,12 +18,20 @@ depends_on = None
 PK = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
+def Str(length: int) -> sa.String:
+    """VARCHAR(length); on PostgreSQL unbounded and bytewise-collated ("C"), as in SQLite."""
+    return sa.String(length).with_variant(sa.String(collation="C"), "postgresql")
+
+
 def upgrade() -> None:
+    postgresql = op.get_bind().dialect.name == "postgresql"
+    if postgresql:
+        op.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
 
     op.create_table(
         "tenant",
         sa.Column("id", PK, primary_key=True),
-        sa.Column("name", sa.String(64), nullable=False, unique=True),
+        sa.Column("name", Str(64), nullable=False, unique=True),
         sa.Column("created_at", sa.Float, nullable=False),
     )
 
@@ -31,13 +39,13 @@ def upgrade() -> None:
         "patient",
         sa.Column("pk", PK, primary_key=True),
         sa.Column("tenant_id", PK, sa.ForeignKey("tenant.id"), nullable=False),
-        sa.Column("identity", sa.String(200), nullable=False),
-        sa.Column("patient_id", sa.String(64), nullable=False),  # '' when absent
-        sa.Column("issuer", sa.String(64), nullable=False),  # IssuerOfPatientID, '' when absent
-        sa.Column("patient_name", sa.String(324)),
-        sa.Column("patient_name_fuzzy", sa.String(324)),
-        sa.Column("patient_birth_date", sa.String(8)),
-        sa.Column("patient_sex", sa.String(16)),
+        sa.Column("identity", Str(200), nullable=False),
+        sa.Column("patient_id", Str(64), nullable=False),  # '' when absent
+        sa.Column("issuer", Str(64), nullable=False),  # IssuerOfPatientID, '' when absent
+        sa.Column("patient_name", Str(324)),
+        sa.Column("patient_name_fuzzy", Str(324)),
+        sa.Column("patient_birth_date", Str(8)),
+        sa.Column("patient_sex", Str(16)),
         sa.Column("attrs", sa.Text, nullable=False),
         sa.UniqueConstraint("tenant_id", "identity", name="uq_patient_identity"),
     )
@@ -47,15 +55,15 @@ def upgrade() -> None:
         sa.Column("pk", PK, primary_key=True),
         sa.Column("tenant_id", PK, sa.ForeignKey("tenant.id"), nullable=False),
         sa.Column("patient_pk", PK, sa.ForeignKey("patient.pk"), nullable=False),
-        sa.Column("study_uid", sa.String(64), nullable=False),
-        sa.Column("study_date", sa.String(8)),
-        sa.Column("study_time", sa.String(16)),
-        sa.Column("accession_number", sa.String(16)),
-        sa.Column("study_id", sa.String(16)),
-        sa.Column("referring_physician_name", sa.String(324)),
-        sa.Column("referring_physician_fuzzy", sa.String(324)),
-        sa.Column("study_description", sa.String(64)),
-        sa.Column("modalities", sa.String(256), nullable=False),  # '\'-joined sorted set
+        sa.Column("study_uid", Str(64), nullable=False),
+        sa.Column("study_date", Str(8)),
+        sa.Column("study_time", Str(16)),
+        sa.Column("accession_number", Str(16)),
+        sa.Column("study_id", Str(16)),
+        sa.Column("referring_physician_name", Str(324)),
+        sa.Column("referring_physician_fuzzy", Str(324)),
+        sa.Column("study_description", Str(64)),
+        sa.Column("modalities", Str(256), nullable=False),  # '\'-joined sorted set
         sa.Column("num_series", sa.Integer, nullable=False),
         sa.Column("num_instances", sa.Integer, nullable=False),
         sa.Column("attrs", sa.Text, nullable=False),
@@ -69,12 +77,12 @@ def upgrade() -> None:
         sa.Column("pk", PK, primary_key=True),
         sa.Column("tenant_id", PK, sa.ForeignKey("tenant.id"), nullable=False),
         sa.Column("study_pk", PK, sa.ForeignKey("study.pk"), nullable=False),
-        sa.Column("series_uid", sa.String(64), nullable=False),
-        sa.Column("modality", sa.String(16)),
+        sa.Column("series_uid", Str(64), nullable=False),
+        sa.Column("modality", Str(16)),
         sa.Column("series_number", sa.Integer),
-        sa.Column("series_description", sa.String(64)),
-        sa.Column("pps_start_date", sa.String(8)),
-        sa.Column("pps_start_time", sa.String(16)),
+        sa.Column("series_description", Str(64)),
+        sa.Column("pps_start_date", Str(8)),
+        sa.Column("pps_start_time", Str(16)),
         sa.Column("num_instances", sa.Integer, nullable=False),
         sa.Column("attrs", sa.Text, nullable=False),
         sa.Column("created_at", sa.Float, nullable=False),
@@ -87,18 +95,18 @@ def upgrade() -> None:
         sa.Column("tenant_id", PK, sa.ForeignKey("tenant.id"), nullable=False),
         sa.Column("series_pk", PK, sa.ForeignKey("series.pk"), nullable=False),
         sa.Column("study_pk", PK, sa.ForeignKey("study.pk"), nullable=False),
-        sa.Column("sop_uid", sa.String(64), nullable=False),
-        sa.Column("sop_class_uid", sa.String(64), nullable=False),
+        sa.Column("sop_uid", Str(64), nullable=False),
+        sa.Column("sop_class_uid", Str(64), nullable=False),
         sa.Column("instance_number", sa.Integer),
         sa.Column("rows", sa.Integer),
         sa.Column("columns", sa.Integer),
         sa.Column("bits_allocated", sa.Integer),
         sa.Column("number_of_frames", sa.Integer),
-        sa.Column("specific_character_set", sa.String(128)),
-        sa.Column("transfer_syntax_uid", sa.String(64), nullable=False),
-        sa.Column("blob_key", sa.String(40), nullable=False, unique=True),
+        sa.Column("specific_character_set", Str(128)),
+        sa.Column("transfer_syntax_uid", Str(64), nullable=False),
+        sa.Column("blob_key", Str(40), nullable=False, unique=True),
         sa.Column("size", sa.BigInteger, nullable=False),
-        sa.Column("sha256", sa.String(64), nullable=False),
+        sa.Column("sha256", Str(64), nullable=False),
         sa.Column("frames", sa.Text, nullable=False),  # JSON: [[[offset, length], ...], ...]
         sa.Column("bulk", sa.Text, nullable=False),  # JSON: {key: [offset, length]}
         sa.Column("created_at", sa.Float, nullable=False),
@@ -119,7 +127,7 @@ def upgrade() -> None:
     # are removed by the garbage collector and reported by fsck.
     op.create_table(
         "pending_blob",
-        sa.Column("blob_key", sa.String(40), primary_key=True),
+        sa.Column("blob_key", Str(40), primary_key=True),
         sa.Column("tenant_id", PK, nullable=False),
         sa.Column("created_at", sa.Float, nullable=False),
     )
@@ -128,7 +136,7 @@ def upgrade() -> None:
     op.create_table(
         "job",
         sa.Column("id", PK, primary_key=True),
-        sa.Column("kind", sa.String(64), nullable=False),
+        sa.Column("kind", Str(64), nullable=False),
         sa.Column("payload", sa.Text, nullable=False),
         sa.Column("run_at", sa.Float, nullable=False),
         sa.Column("attempts", sa.Integer, nullable=False),
@@ -142,11 +150,11 @@ def upgrade() -> None:
         "change",
         sa.Column("seq", PK, primary_key=True),
         sa.Column("tenant_id", PK, nullable=False),
-        sa.Column("kind", sa.String(16), nullable=False),
-        sa.Column("level", sa.String(16), nullable=False),
-        sa.Column("study_uid", sa.String(64), nullable=False),
-        sa.Column("series_uid", sa.String(64)),
-        sa.Column("sop_uid", sa.String(64)),
+        sa.Column("kind", Str(16), nullable=False),
+        sa.Column("level", Str(16), nullable=False),
+        sa.Column("study_uid", Str(64), nullable=False),
+        sa.Column("series_uid", Str(64)),
+        sa.Column("sop_uid", Str(64)),
         sa.Column("at", sa.Float, nullable=False),
     )
     op.create_index("ix_patient_id", "patient", ["tenant_id", "patient_id"])
@@ -162,7 +170,36 @@ def upgrade() -> None:
     op.create_index("ix_instance_class", "instance", ["tenant_id", "sop_class_uid"])
     op.create_index("ix_job_due", "job", ["run_at"])
     op.create_index("ix_change_tenant", "change", ["tenant_id", "seq"])
+    if postgresql:
+        # Fuzzy person-name matching (LIKE '% word%') through trigram GIN indexes, and the study
+        # list order (see tables.py).
+        op.create_index(
+            "ix_patient_name_trgm",
+            "patient",
+            ["patient_name_fuzzy"],
+            postgresql_using="gin",
+            postgresql_ops={"patient_name_fuzzy": "gin_trgm_ops"},
+        )
+        op.create_index(
+            "ix_study_order",
+            "study",
+            [
+                "tenant_id",
+                sa.text("study_date DESC NULLS LAST"),
+                sa.text("study_time DESC NULLS LAST"),
+                "pk",
+            ],
+        )
+        op.create_index(
+            "ix_study_referring_trgm",
+            "study",
+            ["referring_physician_fuzzy"],
+            postgresql_using="gin",
+            postgresql_ops={"referring_physician_fuzzy": "gin_trgm_ops"},
+        )
     op.execute("INSERT INTO tenant (id, name, created_at) VALUES (1, 'default', 0)")
+    if postgresql:  # the explicit id above does not advance the identity sequence
+        op.execute("SELECT setval(pg_get_serial_sequence('tenant', 'id'), 1)")
 
 
 def downgrade() -> None:

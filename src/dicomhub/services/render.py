@@ -1,0 +1,333 @@
+"""Rendering stored instances (PS3.18 §10.4.1.1.3 rendered, §10.4.1.1.4 thumbnail).
+
+Combines retrieval (indexed frame offsets, ranged blob reads) with the pixel pipeline in
+:mod:`dicomhub.imaging`. The pixel module of an instance is read once (header only) and decoded
+frames are kept in a memory-bounded LRU, so rendering frame after frame of a multi-frame
+instance never re-reads or re-parses the file.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import threading
+import warnings
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import numpy as np
+from PIL import Image
+
+from dicomhub.errors import InvalidInput, NotFound, NotRenderable
+from dicomhub.imaging import encode as enc
+from dicomhub.imaging.cache import SizedLRU
+from dicomhub.imaging.decode import Decoded, can_decode, decode_frame, syntax_name
+from dicomhub.imaging.module import NATIVE_SYNTAXES, PixelModule, pixel_module
+from dicomhub.imaging.pipeline import RenderOptions, render_frame
+from dicomhub.imaging.source import dataset_frames, module_of
+from dicomhub.services import retrieve
+from dicomhub.services.archive import Archive
+from dicomhub.storage.index.records import InstanceRecord
+
+ENCAPSULATED_PDF = "1.2.840.10008.5.1.4.1.1.104.1"
+EXPLICIT_LE = "1.2.840.10008.1.2.1"
+_PIXEL_KEYS = {
+    "7FE00010": "PixelData",
+    "7FE00008": "FloatPixelData",
+    "7FE00009": "DoubleFloatPixelData",
+}
+# Syntaxes whose frames are read from the whole data set rather than by offset: big endian
+# (8-bit OW samples are word-swapped, PS3.5 §7.3) and deflated (no usable offsets).
+_WHOLE_READ = {"1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"}
+
+log = logging.getLogger(__name__)
+
+_frames: SizedLRU[Decoded] = SizedLRU(256 * 1024**2)
+_modules: SizedLRU[PixelModule] = SizedLRU(512)
+_raw: SizedLRU[list[bytes]] = SizedLRU(64 * 1024**2)
+
+
+@dataclass(frozen=True, slots=True)
+class RenderRequest:
+    """What to produce: media type, VOI options, viewport (fit), JPEG quality, frames."""
+
+    media_type: str = "image/jpeg"
+    options: RenderOptions = field(default_factory=RenderOptions)
+    viewport: tuple[int, int] | None = None
+    quality: int | None = None
+    frames: str | None = None  # "all" | "1,5-9"; None = the resource's default
+
+
+def _key(rec: InstanceRecord) -> tuple[str, str]:
+    return rec.blob_key, rec.sha256
+
+
+def module_for(archive: Archive, rec: InstanceRecord) -> PixelModule:
+    """The instance's pixel module (cached; header read once).
+
+    Raises:
+        NotRenderable: The instance has no pixel data.
+    """
+    cached = _modules.get(_key(rec))
+    if cached is not None:
+        return cached
+    if rec.sop_class_uid == ENCAPSULATED_PDF:
+        raise NotRenderable("the instance is an encapsulated PDF; request application/pdf")
+    keys = [k for k in _PIXEL_KEYS if k in rec.bulk()]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            module = _read_module(archive, rec, keys)
+        except _PARSE_ERRORS as exc:
+            # The parser's message may quote element values (PHI): name the error type only.
+            reason = f"the instance's header cannot be read for rendering ({type(exc).__name__})"
+            raise NotRenderable(reason) from exc
+    _modules.put(_key(rec), module, 1)
+    return module
+
+
+_PARSE_ERRORS = (ValueError, EOFError, AttributeError, KeyError, TypeError, IndexError)
+
+
+def _read_module(archive: Archive, rec: InstanceRecord, keys: list[str]) -> PixelModule:
+    if rec.transfer_syntax_uid in _WHOLE_READ or not (keys or rec.frames()):
+        ds = retrieve.full_dataset(archive, rec)
+        module = module_of(ds)
+        _raw.put(_key(rec), dataset_frames(ds, module), rec.size)
+        return module
+    header = retrieve.header_dataset(archive, rec)
+    return pixel_module(header, rec.transfer_syntax_uid, _PIXEL_KEYS[keys[0]] if keys else None)
+
+
+def _frame_data(archive: Archive, rec: InstanceRecord, module: PixelModule, number: int) -> bytes:
+    if number < 1 or number > module.number_of_frames:
+        raise NotFound(
+            f"frame {number} does not exist (the instance has {module.number_of_frames})"
+        )
+    if rec.transfer_syntax_uid in _WHOLE_READ or not rec.frames():
+        frames = _raw.get(_key(rec))
+        if frames is None:
+            ds = retrieve.full_dataset(archive, rec)
+            frames = dataset_frames(ds, module)
+            _raw.put(_key(rec), frames, rec.size)
+        if number > len(frames):
+            raise NotRenderable(f"pixel data holds {len(frames)} frames, not {number}")
+        return frames[number - 1]
+    try:
+        return retrieve.frame_bytes(archive, rec, number)
+    except InvalidInput as exc:
+        raise NotRenderable(exc.reason) from exc
+
+
+def decoded_frame(
+    archive: Archive, rec: InstanceRecord, number: int
+) -> tuple[PixelModule, Decoded]:
+    """Frame ``number`` (1-based) decoded, from the cache when possible."""
+    module = module_for(archive, rec)
+    _frames.max_bytes = archive.settings.render_cache_bytes  # DICOMHUB_RENDER_CACHE_BYTES
+    key = (*_key(rec), number)
+    hit = _frames.get(key)
+    if hit is None:
+        hit = decode_frame(module, _frame_data(archive, rec, module, number))
+        _frames.put(key, hit, int(hit.array.nbytes))
+    return module, hit
+
+
+def parse_frame_ranges(text: str | None, count: int, default: list[int]) -> list[int]:
+    """Parse ``all`` or ``1,5-9`` (1-based) against ``count`` frames.
+
+    Raises:
+        InvalidInput: Malformed, or a frame outside 1..count.
+    """
+    if text is None or not text.strip():
+        return default
+    if text.strip().lower() == "all":
+        return list(range(1, count + 1))
+    out: list[int] = []
+    for part in text.split(","):
+        lo, sep, hi = part.strip().partition("-")
+        if not lo.isdigit() or (sep and not hi.isdigit()) or len(lo) > 9 or len(hi) > 9:
+            raise InvalidInput("frames must be 'all' or numbers and ranges like 1,5-9")
+        a, b = int(lo), int(hi) if sep else int(lo)
+        if a < 1 or b < a or b > count:
+            raise InvalidInput(f"frames {part.strip()} outside 1..{count}")
+        out.extend(range(a, b + 1))
+        if len(out) > 100000:
+            raise InvalidInput("too many frames")
+    return out
+
+
+def rendered_frames(
+    archive: Archive, rec: InstanceRecord, numbers: list[int], req: RenderRequest
+) -> list[bytes]:
+    """Encode each frame separately (PNG/JPEG), or all of them as one GIF (animated if > 1).
+
+    Frames are decoded, rendered and encoded in parallel (numpy, the codecs and zlib release
+    the GIL).
+    """
+    module_for(archive, rec)  # fail early (no image) before fanning out
+
+    def one(n: int) -> Image.Image:
+        module, decoded = decoded_frame(archive, rec, n)
+        return enc.resize(_render(module, decoded, n, req.options), req.viewport)
+
+    images = _map(one, numbers)
+    if req.media_type == "image/gif":
+        return [enc.encode(images, req.media_type)]
+    return _map(lambda im: enc.encode([im], req.media_type, req.quality), images)
+
+
+def _render(
+    module: PixelModule, decoded: Decoded, number: int, options: RenderOptions
+) -> np.ndarray[Any, Any]:
+    """One frame through the pipeline; malformed LUTs or attributes are the file's problem."""
+    try:
+        return render_frame(module, decoded, number - 1, options)
+    except Exception as exc:  # a bad LUT/overlay/palette must be a 4xx with a reason, not a 500
+        log.warning("frame %d cannot be rendered", number, exc_info=True)
+        raise NotRenderable(
+            f"frame {number} cannot be rendered ({module.photometric}): {type(exc).__name__}"
+        ) from exc
+
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def _map(fn: Callable[[T], R], items: list[T]) -> list[R]:
+    """``fn`` over ``items``, in a shared pool of render threads when there are several."""
+    global _pool
+    if len(items) < 2:
+        return [fn(i) for i in items]
+    with _pool_lock:
+        if _pool is None:
+            workers = max(1, min(8, os.cpu_count() or 1))
+            _pool = ThreadPoolExecutor(workers, thread_name_prefix="render")
+    return list(_pool.map(fn, items))
+
+
+def instance_frames(archive: Archive, rec: InstanceRecord, req: RenderRequest) -> list[int]:
+    """The frames an instance-level request renders: ``frames=``, else all for GIF, else 1."""
+    module = module_for(archive, rec)
+    default = list(range(1, module.number_of_frames + 1)) if req.media_type == "image/gif" else [1]
+    return parse_frame_ranges(req.frames, module.number_of_frames, default)
+
+
+def encapsulated_pdf(archive: Archive, rec: InstanceRecord) -> bytes:
+    """The PDF of an Encapsulated PDF instance (PS3.3 A.45), without its padding byte.
+
+    Raises:
+        NotRenderable: The instance is not an encapsulated PDF.
+    """
+    if rec.sop_class_uid != ENCAPSULATED_PDF:
+        raise NotRenderable("the instance is not an encapsulated PDF")
+    if "00420011" in rec.bulk():
+        data = b"".join(retrieve.bulk_chunks(archive, rec, "00420011"))
+    else:  # small documents stay inline in the header
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            value = retrieve.header_dataset(archive, rec).get("EncapsulatedDocument")
+        if value is None:
+            raise NotRenderable("the encapsulated PDF instance holds no document")
+        data = bytes(value)
+    end = data.rfind(b"%%EOF")
+    if end >= 0 and data[end + 5 :].strip(b"\r\n\x00 ") == b"":
+        data = data[: len(data.rstrip(b"\x00"))]
+    return data
+
+
+def renderable(archive: Archive, rec: InstanceRecord) -> bool:
+    """Whether the instance has an image whose transfer syntax we decode."""
+    try:
+        module = module_for(archive, rec)
+    except NotRenderable:
+        return False
+    return module.transfer_syntax in NATIVE_SYNTAXES or can_decode(module.transfer_syntax)
+
+
+# ---------------------------------------------------------------------------------------------
+# transcoding on retrieve (PS3.18 §8.7.3.5.2)
+
+
+def can_transcode(transfer_syntax: str) -> bool:
+    """Whether an instance stored in ``transfer_syntax`` can be sent as Explicit VR LE."""
+    if transfer_syntax in NATIVE_SYNTAXES:
+        return transfer_syntax != "1.2.840.10008.1.2.2"
+    return can_decode(transfer_syntax)
+
+
+def transcode_explicit_le(archive: Archive, rec: InstanceRecord) -> bytes:
+    """The instance as a Part-10 file in Explicit VR Little Endian (decompressed).
+
+    Raises:
+        NotRenderable: The pixel data cannot be decoded.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = retrieve.full_dataset(archive, rec)
+        if rec.transfer_syntax_uid not in NATIVE_SYNTAXES and "PixelData" in ds:
+            try:
+                ds.decompress(generate_instance_uid=False)
+            except Exception as exc:  # plugin failure: the syntax or the data is the problem
+                raise NotRenderable(
+                    f"cannot transcode from {syntax_name(rec.transfer_syntax_uid)}: "
+                    f"{str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}"
+                ) from exc
+        ds.file_meta.TransferSyntaxUID = EXPLICIT_LE
+        buf = io.BytesIO()
+        ds.preamble = bytes(128)
+        ds.save_as(buf, implicit_vr=False, little_endian=True, enforce_file_format=True)
+    return buf.getvalue()
+
+
+__all__ = [
+    "RenderRequest",
+    "decoded_frame",
+    "encapsulated_pdf",
+    "instance_frames",
+    "module_for",
+    "parse_frame_ranges",
+    "render_dataset",
+    "renderable",
+    "rendered_frames",
+    "transcode_explicit_le",
+]
+
+
+def render_dataset(
+    ds: Any, req: RenderRequest, progress: Callable[[int], None] | None = None
+) -> list[tuple[int, bytes]]:
+    """Render a data set read from a file: ``(frame number, encoded image)`` per output.
+
+    Frames default to all of them; GIF gives one (animated) image numbered with the first frame.
+    Frames are decoded and encoded in parallel threads (numpy, the codecs and zlib release the
+    GIL).
+
+    Raises:
+        NotRenderable: No image, or undecodable pixel data.
+        InvalidInput: Bad ``frames``.
+    """
+    module = module_of(ds)
+    raw = dataset_frames(ds, module)
+    numbers = parse_frame_ranges(req.frames, module.number_of_frames, list(range(1, len(raw) + 1)))
+    for n in numbers:
+        if n > len(raw):
+            raise NotRenderable(f"pixel data holds {len(raw)} frames, not {n}")
+
+    def one(n: int) -> Image.Image:
+        frame = _render(module, decode_frame(module, raw[n - 1]), n, req.options)
+        image = enc.resize(frame, req.viewport)
+        if progress is not None:
+            progress(1)
+        return image
+
+    images = _map(one, numbers)
+    if req.media_type == "image/gif":
+        return [(numbers[0], enc.encode(images, req.media_type))]
+    blobs = _map(lambda im: enc.encode([im], req.media_type, req.quality), images)
+    return list(zip(numbers, blobs, strict=True))

@@ -1,0 +1,199 @@
+"""WADO-RS rendered and thumbnail resources (PS3.18 §10.4.1.1.3, §10.4.1.1.4).
+
+``.../rendered`` and ``.../thumbnail`` at study, series, instance and frame level, as
+``image/jpeg`` (the default), ``image/png`` or ``image/gif`` (animated for several frames);
+an Encapsulated PDF instance as ``application/pdf``. Study and series level answer
+``multipart/related`` with one image per instance. Query parameters (PS3.18 §8.3.5):
+``window=center,width[,linear|linear-exact|sigmoid]``, ``viewport=vw,vh``, ``quality``,
+``accept``; ours: ``preset=NAME`` (named windows), ``frames=all|1,5-9``.
+"""
+
+from __future__ import annotations
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from dicomhub.errors import InvalidInput, NotAcceptable, NotRenderable
+from dicomhub.imaging import encode as enc
+from dicomhub.imaging.pipeline import RenderOptions, parse_window, preset_window
+from dicomhub.services import render, retrieve
+from dicomhub.services.archive import Archive
+from dicomhub.storage.index.records import InstanceRecord
+from dicomhub.web.context import archive_of, base_url
+from dicomhub.web.dicomweb.wado import _records
+from dicomhub.web.media import MediaRange, parse_accept
+from dicomhub.web.multipart import encode_part_headers, multipart_content_type, new_boundary
+
+PDF = "application/pdf"
+DEFAULT_MEDIA = "image/jpeg"  # PS3.18 §8.7.4: image/jpeg is the default rendered type
+_KNOWN_PARAMS = {"window", "viewport", "quality", "preset", "frames", "accept", "annotation"}
+
+
+def choose_media(accept: list[MediaRange], allow_pdf: bool = False) -> tuple[str, bool]:
+    """(media type, multipart requested) for rendered content (PS3.18 Table 8.7.4-2)."""
+    candidates = [*enc.MEDIA_TYPES, *([PDF] if allow_pdf else [])]
+    default = PDF if allow_pdf else DEFAULT_MEDIA
+    for r in accept:
+        if r.type == "multipart" and r.subtype in ("related", "*"):
+            part = r.params.get("type", default).lower()
+            if part in candidates:
+                return part, True
+            continue
+        if r.type == "*":
+            return default, False
+        if r.type == "image" and r.subtype == "*" and not allow_pdf:
+            return DEFAULT_MEDIA, False
+        if r.media_type in candidates:
+            return r.media_type, False
+    raise NotAcceptable(
+        "cannot satisfy Accept; rendered images are available as image/jpeg, image/png, "
+        "image/gif" + (", application/pdf" if allow_pdf else "")
+    )
+
+
+def _request(request: Request, media: str, thumbnail: bool) -> render.RenderRequest:
+    q = request.query_params
+    unknown = set(q.keys()) - _KNOWN_PARAMS
+    if unknown:
+        raise InvalidInput(f"unknown query parameter {sorted(unknown)[0][:32]!r}")
+    archive = archive_of(request)
+    window = None
+    if "window" in q and "preset" in q:
+        raise InvalidInput("give either window or preset, not both")
+    if "window" in q:
+        window = parse_window(q["window"])
+    elif "preset" in q:
+        window = preset_window(q["preset"], archive.settings.window_presets)
+    viewport = enc.parse_viewport(q["viewport"]) if "viewport" in q else None
+    if thumbnail and viewport is None:
+        size = archive.settings.thumbnail_size
+        viewport = (size, size)
+    quality = enc.parse_quality(q["quality"]) if "quality" in q else None
+    return render.RenderRequest(
+        media, RenderOptions(window=window), viewport, quality, q.get("frames")
+    )
+
+
+def _accept(request: Request) -> list[MediaRange]:
+    return parse_accept(request.query_params.get("accept") or request.headers.get("accept"))
+
+
+def _multipart(parts: list[tuple[str, str, bytes]]) -> Response:
+    boundary = new_boundary()
+    out: list[bytes] = []
+    for media, location, data in parts:
+        headers = {"Content-Type": media, "Content-Location": location}
+        out += [b"--" + boundary.encode() + b"\r\n" + encode_part_headers(headers), data, b"\r\n"]
+    out.append(b"--" + boundary.encode() + b"--\r\n")
+    media = parts[0][0] if parts else DEFAULT_MEDIA
+    return Response(b"".join(out), media_type=multipart_content_type(media, boundary))
+
+
+def _pdf_or_none(archive: Archive, rec: InstanceRecord, accept: list[MediaRange]) -> bytes | None:
+    if rec.sop_class_uid != render.ENCAPSULATED_PDF:
+        return None
+    media, _ = choose_media(accept, allow_pdf=True)
+    if media != PDF:
+        raise NotRenderable(
+            "the instance is an encapsulated PDF; it is available as application/pdf"
+        )
+    return render.encapsulated_pdf(archive, rec)
+
+
+async def rendered_instance(request: Request) -> Response:
+    """GET .../instances/{i}/rendered or /thumbnail (PS3.18 §10.4.1.1.3)."""
+    thumbnail = request.url.path.endswith("/thumbnail")
+    rec = (await _records(request))[0]
+    archive = archive_of(request)
+    accept = _accept(request)
+    pdf = await run_in_threadpool(_pdf_or_none, archive, rec, accept)
+    if pdf is not None:
+        return Response(pdf, media_type=PDF)
+    media, multipart = choose_media(accept)
+    req = _request(request, media, thumbnail)
+
+    def work() -> list[bytes]:
+        numbers = render.instance_frames(archive, rec, req)
+        return render.rendered_frames(archive, rec, numbers, req)
+
+    images = await run_in_threadpool(work)
+    url = retrieve.instance_url(base_url(request), rec)
+    if len(images) == 1 and not multipart:
+        return Response(images[0], media_type=media)
+    return _multipart([(media, f"{url}/frames/{i + 1}", img) for i, img in enumerate(images)])
+
+
+async def rendered_frames(request: Request) -> Response:
+    """GET .../frames/{list}/rendered or /thumbnail (PS3.18 §10.4.1.1.3)."""
+    thumbnail = request.url.path.endswith("/thumbnail")
+    rec = (await _records(request))[0]
+    archive = archive_of(request)
+    numbers = retrieve.parse_frame_list(
+        request.path_params["frames"], archive.settings.max_frames_per_request
+    )
+    media, multipart = choose_media(_accept(request))
+    req = _request(request, media, thumbnail)
+    images = await run_in_threadpool(render.rendered_frames, archive, rec, numbers, req)
+    url = retrieve.instance_url(base_url(request), rec)
+    if len(images) == 1 and not multipart:
+        return Response(images[0], media_type=media)
+    return _multipart(
+        [(media, f"{url}/frames/{n}", img) for n, img in zip(numbers, images, strict=False)]
+    )
+
+
+async def rendered_collection(request: Request) -> Response:
+    """GET study or series ``/rendered``: one image per renderable instance, multipart/related.
+
+    ``/thumbnail`` at these levels is a single image of the first renderable instance.
+    """
+    thumbnail = request.url.path.endswith("/thumbnail")
+    records = await _records(request)
+    archive = archive_of(request)
+    media, _ = choose_media(_accept(request))
+    req = _request(request, media, thumbnail)
+    base = base_url(request)
+
+    def work() -> list[tuple[str, str, bytes]]:
+        parts: list[tuple[str, str, bytes]] = []
+        reasons: list[str] = []
+        for rec in records:
+            try:
+                numbers = render.instance_frames(archive, rec, req)
+                images = render.rendered_frames(archive, rec, numbers, req)
+            except NotRenderable as exc:
+                reasons.append(exc.reason)
+                continue
+            url = retrieve.instance_url(base, rec)
+            parts += [(media, f"{url}/rendered", img) for img in images]
+            if thumbnail:
+                break
+        if not parts:
+            raise NotRenderable(
+                "no instance here can be rendered" + (f": {reasons[0]}" if reasons else "")
+            )
+        return parts
+
+    parts = await run_in_threadpool(work)
+    if thumbnail:
+        return Response(parts[0][2], media_type=media)
+    return _multipart(parts)
+
+
+def routes() -> list[BaseRoute]:
+    """Rendered and thumbnail routes, relative to the DICOMweb root."""
+    st = "/studies/{study}"
+    se = st + "/series/{series}"
+    ins = se + "/instances/{instance}"
+    fr = ins + "/frames/{frames}"
+    out: list[BaseRoute] = []
+    for leaf in ("rendered", "thumbnail"):
+        out += [
+            Route(f"{st}/{leaf}", rendered_collection, methods=["GET"]),
+            Route(f"{se}/{leaf}", rendered_collection, methods=["GET"]),
+            Route(f"{ins}/{leaf}", rendered_instance, methods=["GET"]),
+            Route(f"{fr}/{leaf}", rendered_frames, methods=["GET"]),
+        ]
+    return out
