@@ -3,8 +3,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install.sh --test
-export PATH="$(pwd)/.venv/bin:$PATH"
-echo "== ruff check";   ruff check src tests bench
-echo "== ruff format";  ruff format --check src tests bench
-echo "== mypy";         mypy
-echo "== pytest";       pytest -q -p no:cacheprovider "$@"
+# The venv's tools are called by path, not put first on PATH: pynetdicom installs console
+# scripts named like DCMTK's programs (storescu, echoscu, ...), which the tests run as real
+# DIMSE clients.
+V=.venv/bin
+echo "== ruff check";   $V/ruff check src tests bench
+echo "== ruff format";  $V/ruff format --check src tests bench
+echo "== mypy";         $V/mypy
+echo "== pytest";       $V/pytest -q -p no:cacheprovider "$@"

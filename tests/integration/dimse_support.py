@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -43,10 +46,30 @@ class Scp:
         return dcmtk(cmd, timeout=timeout)
 
 
+@functools.cache
+def dcmtk_tool(name: str) -> str:
+    """The path of a DCMTK program.
+
+    pynetdicom installs console scripts with the same names (``echoscu``, ``storescu``,
+    ``storescp``, ...) into the virtual environment, so a plain PATH lookup from a shell that
+    activated the venv would run pynetdicom's apps instead of DCMTK: search PATH without the
+    venv's own bin folder.
+    """
+    venv_bin = str(Path(sys.prefix) / "bin")
+    path = os.pathsep.join(
+        p for p in os.environ.get("PATH", "").split(os.pathsep) if p and p != venv_bin
+    )
+    found = shutil.which(name, path=path or "/usr/bin")
+    if found is None:
+        raise FileNotFoundError(f"DCMTK's {name} is not installed (Debian package dcmtk)")
+    return found
+
+
 def dcmtk(cmd: list[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run a DCMTK command line, output captured."""
     env = {**os.environ, "TCP_NODELAY": "1"}
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    full = [dcmtk_tool(cmd[0]), *cmd[1:]]
+    return subprocess.run(full, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def dimse_settings(tmp_path: Path, **extra: object) -> Settings:

@@ -25,7 +25,7 @@ from dicomhub.services.archive import Archive
 from dicomhub.services.delete import delete
 from tests.conftest import free_port
 from tests.helpers import ingest_file, single_part
-from tests.integration.dimse_support import AET, SCU, Scp, dataset_bytes, dcmtk, scp
+from tests.integration.dimse_support import AET, SCU, Scp, dataset_bytes, dcmtk, dcmtk_tool, scp
 from tests.samples import CT_SMALL, MANIFEST, SAMPLES, STUDY_133, is_storable
 
 __all__ = ["scp"]
@@ -81,7 +81,7 @@ def storescp(tmp_path: Path, scp: Scp) -> Iterator[tuple[str, Path]]:
     out.mkdir()
     port = free_port()
     proc = subprocess.Popen(
-        ["storescp", "-aet", "STORESCP", "+xa", "+B", "-od", str(out), str(port)],
+        [dcmtk_tool("storescp"), "-aet", "STORESCP", "+xa", "+B", "-od", str(out), str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -17,7 +17,7 @@ from dicomhub.services import peers
 from dicomhub.services.archive import Archive
 from tests.conftest import free_port
 from tests.helpers import ingest_file, run_cli
-from tests.integration.dimse_support import AET, Scp, dataset_bytes, dcmtk, scp
+from tests.integration.dimse_support import AET, Scp, dataset_bytes, dcmtk, dcmtk_tool, scp
 from tests.samples import CT_SMALL, SAMPLES, STUDY_133
 
 __all__ = ["scp"]
@@ -91,7 +91,7 @@ def test_send_study_to_storescp(
     out.mkdir()
     port = free_port()
     proc = subprocess.Popen(
-        ["storescp", "-aet", "STORESCP", "+xa", "+B", "-od", str(out), str(port)],
+        [dcmtk_tool("storescp"), "-aet", "STORESCP", "+xa", "+B", "-od", str(out), str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
