@@ -12,7 +12,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from dicomhub.cli.common import add_storage_args, settings_from
 from dicomhub.config import Settings
-from dicomhub.storage.blobs import open_blob_store
+from dicomhub.services.archive import blob_store_of
 from dicomhub.storage.blobs.keys import new_key
 from dicomhub.storage.index.engine import IndexDatabase, redact
 from dicomhub.storage.index.migrate import current_revision, head_revision
@@ -76,15 +76,7 @@ def check_blobs(settings: Settings) -> dict[str, Any]:
     """Reachability of the configured blob store (a lookup of a key that does not exist)."""
     out: dict[str, Any] = {"url": redact_url(settings.blobs_url), "reachable": False}
     try:
-        secret = settings.s3_secret_key
-        store = open_blob_store(
-            settings.blobs_url,
-            s3_endpoint=settings.s3_endpoint,
-            s3_region=settings.s3_region,
-            s3_access_key=settings.s3_access_key,
-            s3_secret_key=secret.get_secret_value() if secret is not None else None,
-            s3_path_style=settings.s3_path_style,
-        )
+        store = blob_store_of(settings)
         if settings.s3_endpoint and settings.blobs_url.startswith("s3:"):
             out["endpoint"] = redact_url(settings.s3_endpoint)
         probe = getattr(store, "check", None)

@@ -32,16 +32,7 @@ class Archive:
         db = IndexDatabase(settings.index_url)
         if migrate:
             upgrade(db)
-        secret = settings.s3_secret_key
-        blobs = open_blob_store(
-            settings.blobs_url,
-            s3_endpoint=settings.s3_endpoint,
-            s3_region=settings.s3_region,
-            s3_access_key=settings.s3_access_key,
-            s3_secret_key=secret.get_secret_value() if secret is not None else None,
-            s3_path_style=settings.s3_path_style,
-        )
-        return cls(settings=settings, db=db, blobs=blobs)
+        return cls(settings=settings, db=db, blobs=blob_store_of(settings))
 
     def close(self) -> None:
         """Release database connections (and the blob store's, when it has any)."""
@@ -49,3 +40,16 @@ class Archive:
         close = getattr(self.blobs, "close", None)
         if callable(close):
             close()
+
+
+def blob_store_of(settings: Settings) -> BlobStore:
+    """Open the blob store that ``settings`` name (URL plus the S3 connection settings)."""
+    secret = settings.s3_secret_key
+    return open_blob_store(
+        settings.blobs_url,
+        s3_endpoint=settings.s3_endpoint,
+        s3_region=settings.s3_region,
+        s3_access_key=settings.s3_access_key,
+        s3_secret_key=secret.get_secret_value() if secret is not None else None,
+        s3_path_style=settings.s3_path_style,
+    )
