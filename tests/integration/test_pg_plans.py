@@ -2,7 +2,9 @@
 
 The index rows are bulk-generated in SQL (200,000 studies of 50,000 patients, 2 series and 5
 instances per study, plus a second tenant), then ``ANALYZE``d. Every query of the mix must be
-answered without a sequential scan of a level table, well inside the 20 ms budget.
+answered without a sequential scan of a level table. Timing is not asserted here (a timed test
+fails on a busy CI machine and proves nothing about the plan); the 20 ms budget at a million
+instances is measured by ``bench/`` and reported in ``bench/RESULTS.md``.
 """
 
 from __future__ import annotations
@@ -130,4 +132,3 @@ def test_qido_mix_uses_indexes(big_index: IndexDatabase, kind: str) -> None:
     scans = list(_scans(doc[0]["Plan"]))
     seq = [rel for node, rel in scans if node == "Seq Scan" and rel in LEVEL_TABLES]
     assert seq == [], f"{kind}: sequential scan of {seq}: {scans}"
-    assert doc[0]["Execution Time"] < 20.0, f"{kind}: {doc[0]['Execution Time']:.1f} ms"
