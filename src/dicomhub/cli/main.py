@@ -6,7 +6,19 @@ import argparse
 import sys
 
 from dicomhub import __version__
-from dicomhub.cli import ae, check, convert, db, dimse_cli, fsck, import_, serve, tags, worker
+from dicomhub.cli import (
+    ae,
+    check,
+    convert,
+    db,
+    dimse_cli,
+    fsck,
+    import_,
+    migrate,
+    serve,
+    tags,
+    worker,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_parser(sub)
     convert.add_parser(sub)
     tags.add_parser(sub)
+    migrate.add_parser(sub)
     return parser
 
 
