@@ -96,6 +96,26 @@ class Settings(BaseSettings):
     )
     run_workers: bool = True
     worker_poll_s: float = Field(default=1.0, gt=0)
+    # Durable jobs of the JSON API (SCU send/query/retrieve): lease, retries, retention.
+    job_lease_s: float = Field(
+        default=300.0, gt=0, description="a running job not heard of for this long is reclaimed"
+    )
+    job_max_attempts: int = Field(default=5, ge=1, le=100)
+    job_retry_base_s: float = Field(
+        default=10.0, ge=0, description="first retry delay; doubled at each further attempt"
+    )
+    job_retry_max_s: float = Field(default=900.0, ge=0, description="longest retry delay")
+    job_retention_s: float = Field(
+        default=7 * 86400.0, gt=0, description="finished jobs are deleted after this long"
+    )
+    # Bounds of the JSON API (every count in a request is bounded).
+    api_max_items: int = Field(default=100, ge=1, description="UIDs per send/retrieve request")
+    api_max_query_keys: int = Field(default=64, ge=1)
+    api_max_page: int = Field(default=500, ge=1, description="largest page of GET /api/jobs")
+    api_max_body_bytes: int = Field(default=65536, ge=1024)
+    scu_max_query_results: int = Field(
+        default=1000, ge=1, description="C-FIND matches kept in a query job's result"
+    )
     log_level: str = "info"
 
     # S3-compatible blob store (``blobs = s3://bucket/prefix``). Each setting is read from

@@ -56,6 +56,14 @@ class StudyMismatch(InvalidDicom):
     """An instance posted to ``/studies/{study}`` belongs to another study (PS3.18 §10.5.1)."""
 
 
+class RemoteFailure(DicomhubError):
+    """A remote application entity answered a DIMSE request with a failure status (PS3.7 C).
+
+    Permanent: asking again would get the same answer (unlike :class:`Unavailable`: no
+    association, or the peer is out of resources).
+    """
+
+
 class Unavailable(DicomhubError):
     """A dependency (index, blob store) is temporarily unavailable; the client may retry."""
 

@@ -1,7 +1,8 @@
 """``dicomhub send|query|retrieve``: DIMSE client operations against registered remote AEs.
 
 Exit codes: 0 everything succeeded, 1 some instances (or the operation) failed, 2 usage error.
-Progress goes to stderr, the summary (or the query results) to stdout.
+Progress goes to stderr, the summary (or the query results) to stdout. The operations are those
+of :mod:`dicomhub.dimse.scu`, which the JSON API runs as durable jobs.
 """
 
 from __future__ import annotations
@@ -11,15 +12,13 @@ import json
 import sys
 from typing import Any
 
-from pydicom.dataset import Dataset
-
 from dicomhub.cli.common import add_storage_args, settings_from, setup_logging
 from dicomhub.dimse import scu
-from dicomhub.errors import DicomhubError, InvalidInput
+from dicomhub.errors import DicomhubError
 from dicomhub.services import peers
 from dicomhub.services.archive import Archive
 
-LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
+LEVELS = scu.LEVELS
 
 
 def add_parsers(sub: Any) -> None:
@@ -81,8 +80,9 @@ def _archive(args: argparse.Namespace) -> Archive:
     return Archive.open(settings_from(args, **extra))
 
 
-def _progress(done: int, total: int) -> None:
-    print(f"\r{done}/{total}", end="", file=sys.stderr, flush=True)
+def _progress(summary: scu.Summary) -> None:
+    total = summary.done + summary.remaining
+    print(f"\r{summary.done}/{total}", end="", file=sys.stderr, flush=True)
 
 
 def _report(summary: scu.Summary) -> int:
@@ -103,9 +103,8 @@ def run_send(args: argparse.Namespace) -> int:
     archive = _archive(args)
     try:
         tenant = peers.tenant_id(archive, args.tenant)
-        summary = scu.send(
-            archive, tenant, args.ae_title, args.study, args.series, args.instance, _progress
-        )
+        ref = scu.Ref(args.study, args.series, args.instance)
+        summary = scu.send(archive, tenant, args.ae_title, [ref], _progress)
     except DicomhubError as err:
         return _fail(err)
     finally:
@@ -113,29 +112,13 @@ def run_send(args: argparse.Namespace) -> int:
     return _report(summary)
 
 
-def identifier_from_keys(level: str, keys: list[str]) -> Dataset:
-    """A C-FIND/C-MOVE identifier from ``KEY[=VALUE]`` strings."""
-    ds = Dataset()
-    ds.QueryRetrieveLevel = level
-    for key in keys:
-        name, _, value = key.partition("=")
-        try:
-            setattr(ds, name.strip(), value)
-        except (ValueError, TypeError, AttributeError) as exc:
-            raise InvalidInput(f"bad key {name!r}: {exc}") from exc
-        if name.strip() not in ds:
-            raise InvalidInput(f"unknown attribute keyword {name!r}")
-    return ds
-
-
 def run_query(args: argparse.Namespace) -> int:
     """C-FIND a registered AE and print the answers."""
     archive = _archive(args)
     try:
         tenant = peers.tenant_id(archive, args.tenant)
-        found = scu.query(
-            archive, tenant, args.ae_title, identifier_from_keys(args.level, args.key), args.model
-        )
+        identifier = scu.identifier_from_keys(args.level, args.key)
+        found = scu.query(archive, tenant, args.ae_title, identifier, args.model)
     except DicomhubError as err:
         return _fail(err)
     finally:
@@ -152,26 +135,17 @@ def run_query(args: argparse.Namespace) -> int:
 def run_retrieve(args: argparse.Namespace) -> int:
     """C-GET or C-MOVE from a registered AE."""
     archive = _archive(args)
-    level = "IMAGE" if args.instance else "SERIES" if args.series else "STUDY"
-    keys = [f"StudyInstanceUID={args.study}"]
-    if args.series:
-        keys.append(f"SeriesInstanceUID={args.series}")
-    if args.instance:
-        keys.append(f"SOPInstanceUID={args.instance}")
     try:
         tenant = peers.tenant_id(archive, args.tenant)
-        identifier = identifier_from_keys(level, keys)
-        if args.method == "move":
-            summary = scu.retrieve_move(
-                archive, tenant, args.ae_title, identifier, args.model, _progress
-            )
-        else:
-            # Learn the SOP classes first: C-GET needs a context per class it will receive.
-            probe = identifier_from_keys("IMAGE", [*keys, "SOPClassUID"])
-            classes = [str(d.SOPClassUID) for d in scu.query(archive, tenant, args.ae_title, probe)]
-            summary = scu.retrieve_get(
-                archive, tenant, args.ae_title, identifier, classes, args.model, _progress
-            )
+        summary = scu.retrieve(
+            archive,
+            tenant,
+            args.ae_title,
+            [scu.Ref(args.study, args.series, args.instance)],
+            method=args.method,
+            model=args.model,
+            on_progress=_progress,
+        )
     except DicomhubError as err:
         return _fail(err)
     finally:

@@ -14,8 +14,7 @@ from types import FrameType
 from typing import Any
 
 from dicomhub.cli.common import add_storage_args, settings_from, setup_logging
-from dicomhub.jobs.worker import WorkerThread, drain
-from dicomhub.services import gc
+from dicomhub.jobs.worker import WorkerThread, drain, housekeeping
 from dicomhub.services.archive import Archive
 
 log = logging.getLogger(__name__)
@@ -33,12 +32,15 @@ def add_parser(sub: Any) -> None:
         "worker",
         help="run background job workers (no HTTP)",
         description="Run the job workers (blob removal after delete or overwrite, garbage "
-        "collection of stale reservations) until SIGINT or SIGTERM.",
+        "collection of stale reservations, the send/query/retrieve jobs of the JSON API) "
+        "until SIGINT or SIGTERM.",
     )
     add_storage_args(p)
     p.add_argument("--threads", type=_threads, default=1, help="worker threads (default 1)")
     p.add_argument(
-        "--once", action="store_true", help="run the due jobs and a garbage collection, then exit"
+        "--once",
+        action="store_true",
+        help="run the due jobs and the housekeeping (garbage collection), then exit",
     )
     p.add_argument("--log-level", help="debug|info|warning|error")
     p.set_defaults(func=run)
@@ -51,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     archive = Archive.open(settings)
     try:
         if args.once:
-            gc.collect_stale_pending(archive)
+            housekeeping(archive)
             n = drain(archive)
             log.info("ran %d job(s)", n)
             return 0

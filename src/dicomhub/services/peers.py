@@ -3,12 +3,13 @@
 A remote AE (PS3.7 §7.1.1.1: identified by its AE title, reached at a host and port) belongs to
 one tenant and carries what it may do: store (C-STORE to us), query (C-FIND), retrieve (C-MOVE,
 C-GET) and whether it may be named as a C-MOVE destination. ``dicomhub ae add|list|remove``
-and (later) the JSON API manage the registry; the DIMSE server reads it on every association
-request, so changes apply without a restart.
+and the JSON API (``/api/aes``) manage the registry through these functions; the DIMSE server
+reads it on every association request, so changes apply without a restart.
 """
 
 from __future__ import annotations
 
+import re
 import socket
 from dataclasses import asdict, dataclass, replace
 
@@ -18,10 +19,23 @@ from dicomhub.errors import Conflict, InvalidInput, NotFound
 from dicomhub.services.archive import DEFAULT_TENANT, Archive
 from dicomhub.storage.index import remote_ae as rows
 
-__all__ = ["RemoteAE", "add", "find_calling", "get", "list_aes", "remove", "validate_ae_title"]
+__all__ = [
+    "RemoteAE",
+    "add",
+    "find_calling",
+    "get",
+    "list_aes",
+    "remove",
+    "tenant_name",
+    "update",
+    "validate",
+    "validate_ae_title",
+]
 
 #: PS3.5 §6.2 (VR AE): at most 16 characters.
 AE_TITLE_MAX = 16
+#: A host name (RFC 1123 labels), an IPv4 address or an IPv6 address (with an optional zone).
+_HOST = re.compile(r"[A-Za-z0-9._-]+|[0-9A-Fa-f:.]+(%[A-Za-z0-9_.-]+)?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,8 +60,8 @@ def validate_ae_title(value: str) -> str:
     """The AE title without insignificant spaces (PS3.5 §6.2, VR AE).
 
     Raises:
-        InvalidInput: empty, longer than 16 characters, or with a backslash or control
-            character.
+        InvalidInput: empty or only spaces, longer than 16 characters, or with a backslash or
+            control character.
     """
     title = value.strip(" ")
     if not title or len(title) > AE_TITLE_MAX:
@@ -68,6 +82,20 @@ def tenant_id(archive: Archive, name: str | None) -> int:
     return found
 
 
+def validate(ae: RemoteAE) -> RemoteAE:
+    """``ae`` with its AE title normalised, once its title, host and port are checked.
+
+    Raises:
+        InvalidInput: bad AE title (PS3.5 §6.2), host or port (1-65535).
+    """
+    ae = replace(ae, ae_title=validate_ae_title(ae.ae_title))
+    if not ae.host or len(ae.host) > 255 or not _HOST.fullmatch(ae.host):
+        raise InvalidInput("the host is a host name or an IP address")
+    if isinstance(ae.port, bool) or not 1 <= ae.port <= 65535:
+        raise InvalidInput("the port must be between 1 and 65535")
+    return ae
+
+
 def add(archive: Archive, ae: RemoteAE) -> bool:
     """Register ``ae``; whether it is new (an identical registration is a no-op).
 
@@ -75,11 +103,7 @@ def add(archive: Archive, ae: RemoteAE) -> bool:
         InvalidInput: bad AE title, host or port.
         Conflict: the tenant already has this AE title with other settings.
     """
-    ae = replace(ae, ae_title=validate_ae_title(ae.ae_title))
-    if not ae.host or len(ae.host) > 255 or any(c.isspace() for c in ae.host):
-        raise InvalidInput("a host name or address is required")
-    if not 1 <= ae.port <= 65535:
-        raise InvalidInput("the port must be between 1 and 65535")
+    ae = validate(ae)
     existing = get(archive, ae.tenant_id, ae.ae_title)
     if existing is not None:
         if existing == ae:
@@ -93,6 +117,22 @@ def add(archive: Archive, ae: RemoteAE) -> bool:
     return True
 
 
+def update(archive: Archive, ae: RemoteAE) -> RemoteAE:
+    """Replace the host, port and rights of a registered AE (of ``ae.tenant_id``).
+
+    Raises:
+        InvalidInput: bad AE title, host or port.
+        NotFound: no such AE in the tenant.
+    """
+    ae = validate(ae)
+    values = ae.to_dict()
+    with archive.db.write() as conn:
+        found = rows.update_ae(conn, values)
+    if not found:
+        raise NotFound(f"no AE {ae.ae_title!r} is registered")
+    return ae
+
+
 def remove(archive: Archive, tenant: int, ae_title: str) -> None:
     """Forget an AE of ``tenant``.
 
@@ -103,6 +143,15 @@ def remove(archive: Archive, tenant: int, ae_title: str) -> None:
         found = rows.delete_ae(conn, tenant, ae_title.strip(" "))
     if not found:
         raise NotFound(f"no AE {ae_title.strip()!r} is registered")
+
+
+def tenant_name(archive: Archive, tenant: int) -> str:
+    """The name of tenant ``tenant``."""
+    with archive.db.read() as conn:
+        name = rows.tenant_name(conn, tenant)
+    if name is None:
+        raise NotFound(f"no tenant {tenant}")
+    return name
 
 
 def list_aes(archive: Archive, tenant: int | None = None) -> list[RemoteAE]:

@@ -1,4 +1,7 @@
-"""The ASGI application: DICOMweb under ``settings.base_path`` (default ``/dicomweb``)."""
+"""The ASGI application: DICOMweb under ``settings.base_path``, the JSON API under ``/api``.
+
+DICOMweb defaults to ``/dicomweb``; the JSON API holds the AE registry and the SCU jobs.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from dicomhub import __version__, errors
 from dicomhub.config import Settings
 from dicomhub.jobs.worker import WorkerThread
 from dicomhub.services.archive import Archive
+from dicomhub.web import api
 from dicomhub.web.dicomweb import delete, qido, rendered, stow, wado
 from dicomhub.web.errors import domain_error, http_error, unexpected_error
 from dicomhub.web.ui.home import home
@@ -63,6 +67,7 @@ def create_app(
             Route("/", home, methods=["GET"]),
             Route("/health", health, methods=["GET"]),
             Mount(settings.base_path, routes=dicomweb),
+            Mount(api.API_ROOT, routes=api.routes()),
         ],
         exception_handlers={
             HTTPException: http_error,

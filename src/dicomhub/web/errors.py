@@ -26,6 +26,7 @@ STATUS: dict[type[errors.DicomhubError], int] = {
     errors.Conflict: 409,
     errors.PayloadTooLarge: 413,
     errors.UnsupportedMediaType: 415,
+    errors.RemoteFailure: 502,
     errors.Unavailable: 503,
     errors.IntegrityError: 500,
 }

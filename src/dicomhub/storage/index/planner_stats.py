@@ -35,6 +35,8 @@ STATS: dict[tuple[str, tuple[str, ...]], str] = {
     ("instance", ("study_pk",)): "20000000 40",
     ("instance", ("tenant_id", "sop_class_uid")): "20000000 10000000 1000000",
     ("job", ("run_at",)): "1000 1",
+    ("job", ("state", "run_at")): "1000 200 1",
+    ("job", ("tenant_id", "id")): "1000 500 1",
     ("change", ("tenant_id", "seq")): "20000000 10000000 1",
 }
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select
+from sqlalchemy import Connection, delete, insert, select, update
 
 from dicomhub.storage.index import tables as t
 
@@ -25,6 +25,13 @@ _COLUMNS = (
 def insert_ae(conn: Connection, values: dict[str, Any]) -> None:
     """Insert one row (``values`` holds every column but ``pk`` and ``created_at``)."""
     conn.execute(insert(_T).values(**values, created_at=time.time()))
+
+
+def update_ae(conn: Connection, values: dict[str, Any]) -> bool:
+    """Replace host, port and rights of the AE ``values`` names; whether it exists."""
+    key = (_T.c.tenant_id == values["tenant_id"]) & (_T.c.ae_title == values["ae_title"])
+    changes = {k: v for k, v in values.items() if k not in ("tenant_id", "ae_title")}
+    return bool(conn.execute(update(_T).where(key).values(**changes)).rowcount)
 
 
 def delete_ae(conn: Connection, tenant_id: int, ae_title: str) -> bool:
@@ -49,3 +56,9 @@ def tenant_id_by_name(conn: Connection, name: str) -> int | None:
     """The id of the tenant called ``name``, if any."""
     row = conn.execute(select(t.tenant.c.id).where(t.tenant.c.name == name)).first()
     return None if row is None else int(row[0])
+
+
+def tenant_name(conn: Connection, tenant_id: int) -> str | None:
+    """The name of the tenant ``tenant_id``, if any."""
+    row = conn.execute(select(t.tenant.c.name).where(t.tenant.c.id == tenant_id)).first()
+    return None if row is None else str(row[0])

@@ -35,6 +35,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     event,
+    text,
 )
 
 metadata = MetaData()
@@ -219,7 +220,9 @@ pending_blob = Table(
     Column("created_at", Float, nullable=False),
 )
 
-# Background work, enqueued in the same transaction as the change that needs it.
+# Background work, enqueued in the same transaction as the change that needs it. Internal jobs
+# (tenant_id NULL: blob removal) are deleted when done; jobs of a tenant (SCU operations started
+# through the JSON API) keep their row, with state, progress and result, until purged.
 job = Table(
     "job",
     metadata,
@@ -231,7 +234,16 @@ job = Table(
     Column("locked_until", Float, nullable=False),
     Column("last_error", Text),
     Column("created_at", Float, nullable=False),
+    # queued | running | retrying | succeeded | failed | cancelled
+    Column("state", Str(16), nullable=False, server_default=text("'queued'")),
+    Column("tenant_id", PK),
+    Column("progress", Text),  # JSON: sub-operation counts
+    Column("result", Text),  # JSON: what a finished job produced
+    Column("updated_at", Float),
+    Column("finished_at", Float),
     Index("ix_job_due", "run_at"),
+    Index("ix_job_state", "state", "run_at"),
+    Index("ix_job_tenant", "tenant_id", "id"),
 )
 
 # Append-only change feed with a monotonic sequence (drives replication, webhooks, caches).
