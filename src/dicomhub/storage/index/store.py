@@ -25,6 +25,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from dicomhub.dicom.model import ParsedInstance
 from dicomhub.domain.person_name import fuzzy_key
+from dicomhub.storage.index import level_json
 from dicomhub.storage.index import tables as t
 from dicomhub.storage.index.engine import ConcurrentChange
 from dicomhub.storage.index.records import InstanceRecord, row_to_instance
@@ -51,6 +52,11 @@ _INSTANCE_FROM = t.instance.join(t.series, t.series.c.pk == t.instance.c.series_
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _level_attrs(attrs: dict[str, Any]) -> str:
+    """The ``attrs`` text of a patient, study or series row (:mod:`.level_json`, for QIDO-RS)."""
+    return level_json.encode(attrs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -229,7 +235,7 @@ def _get_or_create_patient(conn: Connection, tenant_id: int, p: ParsedInstance, 
             "patient_name_fuzzy": fuzzy_key(name),
             "patient_birth_date": p.patient.get("patient_birth_date"),
             "patient_sex": p.patient.get("patient_sex"),
-            "attrs": _dumps(p.patient_json),
+            "attrs": _level_attrs(p.patient_json),
         },
         ("tenant_id", "identity"),
     )
@@ -273,7 +279,7 @@ def _get_or_create_study(conn: Connection, tenant_id: int, p: ParsedInstance, no
             "modalities": "",
             "num_series": 0,
             "num_instances": 0,
-            "attrs": _dumps(p.study_json),
+            "attrs": _level_attrs(p.study_json),
             "created_at": now,
             "updated_at": now,
         },
@@ -326,7 +332,7 @@ def _get_or_create_series(
             "pps_start_date": s.get("performed_procedure_step_start_date"),
             "pps_start_time": s.get("performed_procedure_step_start_time"),
             "num_instances": 0,
-            "attrs": _dumps(p.series_json),
+            "attrs": _level_attrs(p.series_json),
             "created_at": now,
         },
         ("tenant_id", "series_uid"),
