@@ -134,6 +134,92 @@ def md_table(head, rows):
     return "\n".join(out)
 
 
+def abs_verdict(value, limit):
+    """PASS when value < limit (an absolute latency budget)."""
+    if not is_num(value):
+        return str(value) if isinstance(value, NA) else "n/a"
+    if value < limit:
+        return "**PASS**"
+    if value < limit * 1.15:
+        return "**FAIL** (marginal: within 15 % of the budget, re-run before concluding)"
+    return "**FAIL**"
+
+
+def ingest_table(a, b, an, bn):
+    """Ingest cases of two runs side by side (inst/s, ratio b/a, MB/s, RSS, CPU, errors)."""
+    cases = list(INGEST_LABEL.items())
+    li = a.r.get("large_ingest") or b.r.get("large_ingest")
+    if li:
+        n = li.get("instances")
+        label = f"STOW-RS c4, 50/request, tiny 8×8 (index growth, {n:,} inst)"
+        cases.append(("large", label))
+    rows = []
+    for pfx, label in cases:
+        av, bv = a.ingest(pfx, "instances_per_s"), b.ingest(pfx, "instances_per_s")
+        cpu_nd = 2 if pfx == "large" else 1
+        rows.append(
+            [
+                label,
+                fcell(av),
+                fcell(bv),
+                fratio(ratio(med(av), med(bv), True)),
+                fcell(a.ingest(pfx, "mb_per_s"), short=True),
+                fcell(b.ingest(pfx, "mb_per_s"), short=True),
+                f"{fnum(med(a.ingest(pfx, 'rss_peak_mb')), 0, True)} / "
+                f"{fnum(med(b.ingest(pfx, 'rss_peak_mb')), 0, True)}",
+                f"{fnum(med(a.ingest(pfx, 'cpu_ms_per_inst')), cpu_nd, True)} / "
+                f"{fnum(med(b.ingest(pfx, 'cpu_ms_per_inst')), cpu_nd, True)}",
+                f"{a.ingest_errors(pfx)} / {b.ingest_errors(pfx)}",
+            ]
+        )
+    ai, bi = an[0], bn[0]
+    head = ["client", f"{an} inst/s", f"{bn} inst/s", "ratio", f"{an} MB/s", f"{bn} MB/s"]
+    head += [f"server RSS peak MB ({ai} / {bi})", f"server CPU ms/inst ({ai} / {bi})"]
+    head += [f"errors ({ai} / {bi})"]
+    return md_table(head, rows)
+
+
+def query_table(a, b, an, bn, key, bench):
+    """QIDO or C-FIND latency per query kind, two runs side by side (ratio = a / b)."""
+    rows, mism = [], []
+    kinds = (
+        QIDO_KINDS
+        if bench == "qido"
+        else [k for k in QIDO_KINDS if k not in ("by_modality", "studies_page")]
+    )
+    for k in [*kinds, "_overall"]:
+        cells = [QIDO_LABEL.get(k, "**all queries pooled**")]
+        if k != "_overall":
+            ra, rb = (
+                med(a.q(key, bench, k, "results_mean")),
+                med(b.q(key, bench, k, "results_mean")),
+            )
+            cells.append(f"{fnum(ra, 1, True)} / {fnum(rb, 1, True)}")
+            if is_num(ra) and is_num(rb) and abs(ra - rb) > 0.05:
+                mism.append(f"{k}: {an} {ra}, {bn} {rb}")
+        else:
+            cells.append("")
+        for f in ("p50_ms", "p95_ms", "p99_ms"):
+            av, bv = a.q(key, bench, k, f), b.q(key, bench, k, f)
+            cells += [fcell(av, short=f == "p99_ms"), fcell(bv, short=f == "p99_ms")]
+            if f != "p99_ms":
+                cells.append(fratio(ratio(med(av), med(bv), False)))
+        rows.append(cells)
+    head = ["query", f"results ({an[0]} / {bn[0]})"]
+    for p in ("p50", "p95", "p99"):
+        head += [f"{an} {p}", f"{bn} {p}"] + ([f"ratio {p}"] if p != "p99" else [])
+    out = [md_table(head, rows), ""]
+    if mism:
+        out += [
+            "**Answer sizes differ** (mean results per query; both servers hold the same data, "
+            "so this is a matching difference — check before trusting the latency ratio): "
+            + "; ".join(mism)
+            + ".",
+            "",
+        ]
+    return out
+
+
 # ------------------------------------------------------------------ result access --
 class Run:
     def __init__(self, path):
@@ -154,14 +240,20 @@ class Run:
                 return k
         return None
 
+    def ingest_runs(self, prefix):
+        """Repeats of one ingest case; "large" is the tiny-corpus load of the large phase."""
+        if prefix == "large":
+            li = self.r.get("large_ingest")
+            return [li] if li else None
+        k = self.ingest_case_key(prefix) if self.ran("ingest") else None
+        return self.r["ingest"][k] if k else None
+
     def ingest(self, prefix, field):
-        if not self.ran("ingest"):
-            return [NA(NA_NOTRUN)]
-        k = self.ingest_case_key(prefix)
-        if not k:
+        runs = self.ingest_runs(prefix)
+        if not runs:
             return [NA(NA_NOTRUN)]
         out = []
-        for run in self.r["ingest"][k]:
+        for run in runs:
             if run.get("unsupported"):
                 out.append(NA(NA_UNSUP))
             elif field == "cpu_ms_per_inst":
@@ -172,14 +264,11 @@ class Run:
         return out
 
     def ingest_errors(self, prefix):
-        k = self.ingest_case_key(prefix) if self.ran("ingest") else None
-        if not k:
-            return 0
         return sum(
             (run.get("n_http_errors") or 0)
             + (run.get("n_errors") or 0)
             + (run.get("failed_instances") or 0)
-            for run in self.r["ingest"][k]
+            for run in self.ingest_runs(prefix) or []
             if not run.get("unsupported")
         )
 
@@ -239,17 +328,30 @@ class Run:
             return [NA(NA_NOTRUN)]
         out = []
         for rep in self.r["render"]:
-            if rep.get("unsupported"):
-                out.append(NA(NA_UNSUP))
-                continue
             c = rep.get("cases", {}).get(case)
-            if not c:
+            if rep.get("unsupported") or not c or c.get("unsupported"):
                 out.append(NA(NA_UNSUP))
             elif field == "p50_ms":
                 out.append(c.get("latency", {}).get("p50_ms"))
             else:
                 out.append(c.get(field))
         return out
+
+    def render_reason(self, case):
+        """Why a render case (or the whole phase) is unsupported, if it is."""
+        for rep in self.r.get("render", []):
+            c = rep.get("cases", {}).get(case) or {}
+            if rep.get("unsupported") or c.get("unsupported"):
+                return c.get("reason") or rep.get("reason")
+        return None
+
+    def phases_note(self):
+        """Which phases this run had, and the run.sh arguments (explains a "not run")."""
+        meta = self.r.get("bench_meta", {})
+        args = meta.get("run_sh_args")
+        return f"phases {','.join(self.r.get('phases', [])) or '?'}" + (
+            f" (`run.sh {args}`)" if args else ""
+        )
 
     def render_cases(self):
         keys = []
@@ -298,6 +400,12 @@ class Run:
                     out.append(
                         f"{ph} repeat {i + 1}: {rep['n_errors']} errors {rep.get('errors', [])[:4]}"
                     )
+                for k, c in rep.get("cases", {}).items():
+                    if c.get("n_errors"):
+                        out.append(
+                            f"render {k} repeat {i + 1}: {c['n_errors']} errors "
+                            f"{c.get('errors', [])[:3]}"
+                        )
         return out
 
 
@@ -560,67 +668,7 @@ def build(o: Run, d: Run, title_note="") -> str:
     if not (o.ran("ingest") or d.ran("ingest")):
         lines.append(NA_NOTRUN)
     else:
-        rows = []
-        for pfx, label in INGEST_LABEL.items():
-            oi, di = o.ingest(pfx, "instances_per_s"), d.ingest(pfx, "instances_per_s")
-            rows.append(
-                [
-                    label,
-                    fcell(oi),
-                    fcell(di),
-                    fratio(ratio(med(oi), med(di), True)),
-                    fcell(o.ingest(pfx, "mb_per_s"), short=True),
-                    fcell(d.ingest(pfx, "mb_per_s"), short=True),
-                    f"{fnum(med(o.ingest(pfx, 'rss_peak_mb')), 0, True)} / "
-                    f"{fnum(med(d.ingest(pfx, 'rss_peak_mb')), 0, True)}",
-                    f"{fnum(med(o.ingest(pfx, 'cpu_ms_per_inst')), 1, True)} / "
-                    f"{fnum(med(d.ingest(pfx, 'cpu_ms_per_inst')), 1, True)}",
-                    f"{o.ingest_errors(pfx)} / {d.ingest_errors(pfx)}",
-                ]
-            )
-        li_o, li_d = ro.get("large_ingest"), rd.get("large_ingest")
-        if li_o or li_d:
-
-            def g(x, k):
-                return x.get(k) if x else NA(NA_NOTRUN)
-
-            def cpu(x):
-                ok = x and is_num(x.get("server_cpu_s"))
-                return x["server_cpu_s"] * 1000 / x["instances"] if ok else None
-
-            def nerr(x):
-                return (x or {}).get("n_http_errors", 0) + (x or {}).get("failed_instances", 0)
-
-            rows.append(
-                [
-                    "STOW-RS c4, 50/request, tiny 8×8 (index growth, "
-                    f"{g(li_o or li_d, 'instances'):,} inst)",
-                    fnum(g(li_o, "instances_per_s")),
-                    fnum(g(li_d, "instances_per_s")),
-                    fratio(ratio(g(li_o, "instances_per_s"), g(li_d, "instances_per_s"), True)),
-                    fnum(g(li_o, "mb_per_s")),
-                    fnum(g(li_d, "mb_per_s")),
-                    f"{fnum(g(li_o, 'rss_peak_mb'), 0)} / {fnum(g(li_d, 'rss_peak_mb'), 0)}",
-                    f"{fnum(cpu(li_o), 2)} / {fnum(cpu(li_d), 2)}",
-                    f"{nerr(li_o)} / {nerr(li_d)}",
-                ]
-            )
-        lines.append(
-            md_table(
-                [
-                    "client",
-                    "Orthanc inst/s",
-                    "dicomhub inst/s",
-                    "ratio",
-                    "Orthanc MB/s",
-                    "dicomhub MB/s",
-                    "server RSS peak MB (O / d)",
-                    "server CPU ms/inst (O / d)",
-                    "errors (O / d)",
-                ],
-                rows,
-            )
-        )
+        lines.append(ingest_table(o, d, "Orthanc", "dicomhub"))
         lines.append("")
         lines.append(
             "STOW-RS: multipart bodies of 10 instances (built before timing), c parallel "
@@ -710,59 +758,7 @@ def build(o: Run, d: Run, title_note="") -> str:
             lines.append(NA_NOTRUN)
             lines.append("")
             return
-        rows = []
-        mism = []
-        kinds = (
-            QIDO_KINDS
-            if bench == "qido"
-            else [k for k in QIDO_KINDS if k not in ("by_modality", "studies_page")]
-        )
-        for k in [*kinds, "_overall"]:
-            label = QIDO_LABEL.get(k, "**all queries pooled**")
-            cells = [label]
-            if k != "_overall":
-                rco, rcd = (
-                    med(o.q(key, bench, k, "results_mean")),
-                    med(d.q(key, bench, k, "results_mean")),
-                )
-                cells.append(f"{fnum(rco, 1, True)} / {fnum(rcd, 1, True)}")
-                if is_num(rco) and is_num(rcd) and abs(rco - rcd) > 0.05:
-                    mism.append(f"{k}: Orthanc {rco}, dicomhub {rcd}")
-            else:
-                cells.append("")
-            for f in ("p50_ms", "p95_ms", "p99_ms"):
-                ov, dv = o.q(key, bench, k, f), d.q(key, bench, k, f)
-                cells += [fcell(ov, short=f == "p99_ms"), fcell(dv, short=f == "p99_ms")]
-                if f != "p99_ms":
-                    cells.append(fratio(ratio(med(ov), med(dv), False)))
-            rows.append(cells)
-        lines.append(
-            md_table(
-                [
-                    "query",
-                    "results (O / d)",
-                    "Orthanc p50",
-                    "dicomhub p50",
-                    "ratio p50",
-                    "Orthanc p95",
-                    "dicomhub p95",
-                    "ratio p95",
-                    "Orthanc p99",
-                    "dicomhub p99",
-                ],
-                rows,
-            )
-        )
-        lines.append("")
-        if mism:
-            lines.append(
-                "**Answer sizes differ** (mean results per query; both servers hold the same "
-                "data, so this is a "
-                "matching difference — check before trusting the latency ratio): "
-                + "; ".join(mism)
-                + "."
-            )
-            lines.append("")
+        lines.extend(query_table(o, d, "Orthanc", "dicomhub", key, bench))
 
     nm = f"{n_main:,}" if n_main else "main"
     nl = f"{(n_large_d or n_large_o):,}" if (n_large_d or n_large_o) else "large"
