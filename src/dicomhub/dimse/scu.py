@@ -187,7 +187,7 @@ def _remote(archive: Archive, tenant: int, ae_title: str) -> peers.RemoteAE:
 
 def _associate(archive: Archive, remote: peers.RemoteAE, contexts: list[Any], **kw: Any) -> Any:
     """An established association with ``remote`` (PS3.8 §7.1), or :class:`Unavailable`."""
-    from pynetdicom import AE
+    from pynetdicom import AE, evt
 
     configure()
     s = archive.settings
@@ -195,12 +195,21 @@ def _associate(archive: Archive, remote: peers.RemoteAE, contexts: list[Any], **
     ae.acse_timeout = s.dimse_acse_timeout_s
     ae.dimse_timeout = s.dimse_timeout_s
     ae.network_timeout = s.dimse_idle_timeout_s
+    connected: list[bool] = []
+    handlers = [*kw.pop("evt_handlers", []), (evt.EVT_CONN_OPEN, lambda _e: connected.append(True))]
     assoc = ae.associate(
-        remote.host, remote.port, contexts=contexts, ae_title=remote.ae_title, **kw
+        remote.host,
+        remote.port,
+        contexts=contexts,
+        ae_title=remote.ae_title,
+        evt_handlers=handlers,
+        **kw,
     )
     if assoc.is_established:
         return assoc
     where = f"{remote.ae_title} at {remote.host}:{remote.port}"
+    if not connected:
+        raise Unavailable(f"no connection to {where} (connection refused or timed out)")
     if assoc.is_rejected:
         rj = assoc.acceptor.primitive
         detail = ""
@@ -209,7 +218,7 @@ def _associate(archive: Archive, remote: peers.RemoteAE, contexts: list[Any], **
         raise Unavailable(f"association with {where} rejected{detail}")
     if assoc.is_aborted:
         raise Unavailable(f"association with {where} aborted")
-    raise Unavailable(f"no association with {where} (connection refused or timed out)")
+    raise Unavailable(f"no association with {where} (timed out)")
 
 
 def _release(assoc: Any) -> None:
