@@ -91,9 +91,9 @@ def test_flood_and_idle_associations(scp: Scp) -> None:
         a.release()  # type: ignore[attr-defined]
 
     deadline = time.monotonic() + 30
-    while scp.server._server.active_associations and time.monotonic() < deadline:
+    while scp.server.active_associations and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not scp.server._server.active_associations
+    assert not scp.server.active_associations
     after = _rss_settled(proc)
     assert after - baseline < 64 * 1024 * 1024, (baseline, after)
 

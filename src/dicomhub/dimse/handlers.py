@@ -1,33 +1,34 @@
-"""pynetdicom event handlers: association policy, C-ECHO, C-STORE, C-FIND, C-MOVE, C-GET.
+"""The DIMSE gateway: association policy, C-STORE, C-FIND, C-MOVE and C-GET services.
 
-Handlers run on pynetdicom's association threads and call the same synchronous services as the
-web edge (``ingest``, ``search``, ``retrieve``). Every domain error is translated once, by
-:mod:`dicomhub.dimse.status`. Each association is bound, when it is requested, to the remote AE
-it comes from (:mod:`dicomhub.services.peers`); that AE's tenant scopes everything it stores or
-sees, and its rights gate each service (PS3.7 Annex C.5: 0124 Refused: Not Authorized).
+Called from the association threads (:mod:`dicomhub.dimse.association`), it uses the same
+synchronous services as the web edge (``ingest``, ``search``, ``retrieve``). Every domain
+error is translated once, by :mod:`dicomhub.dimse.status`. Each association is bound, when it
+is requested, to the remote AE it comes from (:mod:`dicomhub.services.peers`); that AE's tenant
+scopes everything it stores or sees, and its rights gate each service (PS3.7 Annex C.5: 0124
+Refused: Not Authorized).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Final
 
 from pydicom.dataset import Dataset
-from pydicom.filewriter import write_file_meta_info
 
 from dicomhub.config import Settings
 from dicomhub.dimse import status as st
 from dicomhub.dimse.query import key_text, parse_identifier, query_level, result_identifier
-from dicomhub.dimse.transfer import StoredRef, contexts_for
+from dicomhub.dimse.transfer import StoredRef, configure, contexts_for
 from dicomhub.domain.query import Level
 from dicomhub.errors import InvalidInput
 from dicomhub.services import ingest, peers, retrieve
 from dicomhub.services.archive import DEFAULT_TENANT, Archive
 from dicomhub.services.search import search
 from dicomhub.services.spool import Spool
+from dicomhub.storage.index.records import InstanceRecord
 from dicomhub.web.dicomweb.qido_params import parse_query
 
 log = logging.getLogger(__name__)
@@ -44,130 +45,118 @@ _LEVEL_KEY: Final = {
 
 
 class Gateway:
-    """The state shared by the handlers of one DIMSE server."""
+    """The policy and services behind every association of one DIMSE server.
+
+    Transport-free: :mod:`dicomhub.dimse.association` calls it with decoded requests and turns
+    its answers into DIMSE messages.
+    """
 
     def __init__(self, archive: Archive, settings: Settings) -> None:
         self.archive = archive
         self.settings = settings
         self.base_url = f"http://{settings.host}:{settings.port}{settings.base_path}"
-        self._peers: weakref.WeakKeyDictionary[Any, peers.RemoteAE] = weakref.WeakKeyDictionary()
+        self._peers: dict[int, peers.RemoteAE] = {}
         self._lock = threading.Lock()
-
-    def handlers(self) -> list[tuple[Any, Any]]:
-        """``(event, handler)`` pairs for ``AE.start_server(evt_handlers=...)``."""
-        from pynetdicom import evt
-
-        return [
-            (evt.EVT_REQUESTED, self.on_requested),
-            (evt.EVT_CONN_CLOSE, self.on_conn_close),
-            (evt.EVT_C_ECHO, self.on_echo),
-            (evt.EVT_C_STORE, self.on_store),
-            (evt.EVT_C_FIND, self.on_find),
-            (evt.EVT_C_GET, self.on_get),
-            (evt.EVT_C_MOVE, self.on_move),
-        ]
 
     # -----------------------------------------------------------------------------------------
     # association policy (PS3.8 §7.1.1.2: A-ASSOCIATE-RJ result/source/diagnostic)
 
-    def on_requested(self, event: Any) -> None:
-        """Accept or reject an association request by calling AE title, host and load."""
-        assoc = event.assoc
-        calling = str(assoc.requestor.primitive.calling_ae_title).strip()
-        address = str(assoc.requestor.address)
+    def admit(self, owner: object, calling: str, address: str) -> peers.RemoteAE | Rejection:
+        """The remote AE an association request comes from, or why it is rejected.
+
+        Args:
+            owner: The association (its identity keys the count until :meth:`leave`).
+            calling: The Calling AE Title.
+            address: The peer's IP address.
+
+        Returns:
+            The remote AE, or ``(result, source, reason)`` for A-ASSOCIATE-RJ.
+        """
+        settings = self.settings
         try:
             peer = peers.find_calling(
-                self.archive, calling, address, check_host=self.settings.dimse_check_host
+                self.archive, calling, address, check_host=settings.dimse_check_host
             )
         except Exception:
             log.exception("AE registry unavailable")
-            _reject(assoc, 0x02, 0x01, 0x01)  # transient, user, no reason given
-            return
-        if peer is None and self.settings.dimse_open_ingest:
+            return (2, 1, 1)  # transient, user, no reason given
+        if peer is None and settings.dimse_open_ingest:
             peer = peers.RemoteAE(
                 DEFAULT_TENANT, calling or "?", address, 0, True, False, False, False
             )
         if peer is None:
-            log.warning("association from unknown AE %r at %s rejected", calling, address)
-            _reject(assoc, 0x01, 0x01, 0x03)  # permanent, user, calling AE not recognised
-            return
+            log.warning("association from an unknown AE at %s rejected", address)
+            return (1, 1, 3)  # permanent, user, calling AE title not recognised
         with self._lock:
-            alive = [p for a, p in self._peers.items() if a.is_alive()]
             mine = sum(
-                1 for p in alive if (p.tenant_id, p.ae_title) == (peer.tenant_id, peer.ae_title)
+                1
+                for p in self._peers.values()
+                if (p.tenant_id, p.ae_title) == (peer.tenant_id, peer.ae_title)
             )
             if (
-                len(alive) >= self.settings.dimse_max_associations
-                or mine >= self.settings.dimse_max_associations_per_ae
+                len(self._peers) >= settings.dimse_max_associations
+                or mine >= settings.dimse_max_associations_per_ae
             ):
-                log.warning("association from %r rejected: association limit reached", calling)
-                _reject(assoc, 0x02, 0x03, 0x02)  # transient, presentation, local limit
-                return
-            self._peers[assoc] = peer
+                log.warning("association from %s rejected: association limit reached", address)
+                return (2, 3, 2)  # transient, presentation, local limit exceeded
+            self._peers[id(owner)] = peer
+        return peer
 
-    def on_conn_close(self, event: Any) -> None:
-        """End at once an acceptor whose peer hung up before sending A-ASSOCIATE-RQ.
-
-        pynetdicom's reactor would otherwise wait out the whole ACSE timeout for a request
-        that cannot come, holding two threads: a flood of bare TCP connections must not pile
-        those up. An empty item in the DUL's queue is what its reactor reads as a timeout.
-        """
-        assoc = event.assoc
-        if assoc.is_acceptor and assoc.requestor.primitive is None:
-            assoc.dul.to_user_queue.put(None)
-
-    def peer(self, event: Any) -> peers.RemoteAE:
-        """The remote AE of the event's association."""
+    def leave(self, owner: object) -> None:
+        """Forget an association (it ended)."""
         with self._lock:
-            return self._peers[event.assoc]
+            self._peers.pop(id(owner), None)
+
+    @property
+    def active(self) -> int:
+        """Associations admitted and not yet ended."""
+        with self._lock:
+            return len(self._peers)
 
     # -----------------------------------------------------------------------------------------
     # services
 
-    def on_echo(self, event: Any) -> int:
-        """C-ECHO (PS3.4 A.4): success."""
-        return st.SUCCESS
+    def store(self, peer: peers.RemoteAE, spool: Spool) -> tuple[int, str | None]:
+        """C-STORE (PS3.4 B.2.2): a received Part-10 spool through the ingest service.
 
-    def on_store(self, event: Any) -> int | Dataset:
-        """C-STORE (PS3.4 B.2.2): the received data set, as sent, through the ingest service.
+        The data set was written as received behind File Meta Information built from the
+        command and the presentation context (PS3.10 §7.1), then it is prepared (parsed,
+        validated) and committed exactly like a STOW-RS part. The data set's own UIDs are
+        authoritative (as for STOW-RS); an Affected SOP Instance UID that differs (a sender
+        copying a stale File Meta header) does not refuse the instance.
 
-        The data set is written without decoding or re-encoding behind File Meta Information
-        built from the command and the presentation context (PS3.10 §7.1), then prepared
-        (parsed, validated) and committed exactly like a STOW-RS part. The data set's own UIDs
-        are authoritative (as for STOW-RS); an Affected SOP Instance UID that differs (a
-        sender copying a stale File Meta header) does not refuse the instance.
+        Returns:
+            ``(status, error comment)`` for the C-STORE-RSP (PS3.4 B.2.3).
         """
-        peer = self.peer(event)
         if not peer.may_store:
-            return st.failure(st.NOT_AUTHORIZED, f"AE {peer.ae_title} may not store")
-        spool = Spool(self.settings.tmp_dir, self.settings.max_instance_bytes)
+            spool.discard()
+            return st.NOT_AUTHORIZED, f"AE {peer.ae_title} may not store"
         try:
-            spool.write(_part10_head(event))
-            spool.write(event.request.DataSet.getbuffer())
             sha = spool.finish()
             prepared = ingest.prepare(self.archive, spool, sha)
         except Exception as exc:
             spool.discard()
-            return st.from_error(st.Service.STORE, exc)
+            return _pair(st.from_error(st.Service.STORE, exc))
         try:
             outcome = ingest.commit(self.archive, peer.tenant_id, [prepared])[0]
         except Exception as exc:
-            return st.from_error(st.Service.STORE, exc)
+            return _pair(st.from_error(st.Service.STORE, exc))
         if isinstance(outcome, Exception):
-            return st.from_error(st.Service.STORE, outcome)
-        return st.SUCCESS
+            return _pair(st.from_error(st.Service.STORE, outcome))
+        return st.SUCCESS, None
 
-    def on_find(self, event: Any) -> Iterator[tuple[int | Dataset, Dataset | None]]:
-        """C-FIND (PS3.4 C.4.1.3): pending responses from the shared search service."""
-        peer = self.peer(event)
+    def find(
+        self, peer: peers.RemoteAE, model: str, identifier: Dataset
+    ) -> Iterator[tuple[int | Dataset, Dataset | None]]:
+        """C-FIND (PS3.4 C.4.1.3): ``(PENDING, identifier)`` per match, or one failure status.
+
+        The matches come from the shared search service (the same query model as QIDO-RS).
+        """
         if not peer.may_query:
             yield st.failure(st.NOT_AUTHORIZED, f"AE {peer.ae_title} may not query"), None
             return
-        model = str(event.request.AffectedSOPClassUID)
         try:
-            request = parse_identifier(
-                event.identifier, model, self.settings.dimse_max_find_results
-            )
+            request = parse_identifier(identifier, model, self.settings.dimse_max_find_results)
             result = search(self.archive, peer.tenant_id, request.query, self.base_url)
         except Exception as exc:
             yield st.from_error(st.Service.FIND, exc), None
@@ -175,67 +164,60 @@ class Gateway:
         if result.truncated:
             log.info("C-FIND answered with the first %d matches", len(result.items))
         for item in result.items:
-            if event.is_cancelled:
-                yield st.CANCEL, None
-                return
             yield st.PENDING, result_identifier(item, request, self.settings.ae_title)
 
-    def on_get(self, event: Any) -> Iterator[Any]:
-        """C-GET (PS3.4 C.4.3.3): C-STORE sub-operations on the same association."""
-        peer = self.peer(event)
-        if not peer.may_retrieve:
-            yield 1
-            yield st.failure(st.NOT_AUTHORIZED, f"AE {peer.ae_title} may not retrieve"), None
-            return
-        try:
-            records = self._matches(peer, event)
-        except Exception as exc:
-            yield 1
-            yield st.from_error(st.Service.GET, exc), None
-            return
-        yield len(records)
-        for rec in records:
-            if event.is_cancelled:
-                yield st.CANCEL, None
-                return
-            yield st.PENDING, StoredRef(self.archive, rec)
+    def move_destination(self, peer: peers.RemoteAE, title: str) -> peers.RemoteAE | None:
+        """The registered move destination ``title`` of the peer's tenant (PS3.4 C.4.2.2.2)."""
+        dest = peers.get(self.archive, peer.tenant_id, title) if title else None
+        return dest if dest is not None and dest.is_move_destination else None
 
-    def on_move(self, event: Any) -> Iterator[Any]:
-        """C-MOVE (PS3.4 C.4.2.3): C-STORE sub-operations to a registered destination."""
-        peer = self.peer(event)
-        destination = str(event.move_destination or "").strip()
-        dest = peers.get(self.archive, peer.tenant_id, destination) if destination else None
-        failure: Dataset | None = None
-        records: list[Any] = []
-        if not peer.may_retrieve:
-            failure = st.failure(st.NOT_AUTHORIZED, f"AE {peer.ae_title} may not retrieve")
-        elif dest is None or not dest.is_move_destination:
-            failure = st.failure(
-                st.MOVE_DESTINATION_UNKNOWN, f"Move destination {destination!r} unknown"
-            )
-        else:
+    @contextlib.contextmanager
+    def connect(
+        self, dest: peers.RemoteAE, records: list[InstanceRecord], originator: str
+    ) -> Iterator[Callable[[InstanceRecord, int], int] | None]:
+        """An association with a move destination: yields a C-STORE sender, or None.
+
+        The sender stores one record as stored (no decode, PS3.4 C.4.2.3.1) with the Move
+        Originator AE Title and Message ID, and returns the sub-operation's status.
+        """
+        from pynetdicom import AE
+
+        configure()
+        ae = AE(ae_title=self.settings.ae_title)
+        ae.acse_timeout = self.settings.dimse_acse_timeout_s
+        ae.dimse_timeout = self.settings.dimse_timeout_s
+        ae.network_timeout = self.settings.dimse_idle_timeout_s
+        assoc = ae.associate(
+            dest.host, dest.port, contexts=contexts_for(records), ae_title=dest.ae_title
+        )
+        if not assoc.is_established:
+            yield None
+            return
+
+        def send(rec: InstanceRecord, message_id: int) -> int:
             try:
-                records = self._matches(peer, event)
-            except Exception as exc:
-                failure = st.from_error(st.Service.MOVE, exc)
-        if failure is not None or dest is None:
-            # pynetdicom answers (None, None) with A801 itself, before any association with
-            # a destination; the response is given our status and comment on the way out.
-            _override_next_response(event.assoc, failure)
-            yield None, None
-            return
-        yield dest.host, dest.port, {"contexts": contexts_for(records)}
-        yield len(records)
-        for rec in records:
-            if event.is_cancelled:
-                yield st.CANCEL, None
-                return
-            yield st.PENDING, StoredRef(self.archive, rec)
+                status = assoc.send_c_store(
+                    StoredRef(self.archive, rec),
+                    originator_aet=originator or None,
+                    originator_id=message_id,
+                )
+            except Exception:
+                log.warning("C-MOVE sub-operation could not be sent", exc_info=True)
+                return st.PROCESSING_FAILURE
+            return int(status.Status) if "Status" in status else st.PROCESSING_FAILURE
 
-    def _matches(self, peer: peers.RemoteAE, event: Any) -> list[Any]:
-        """The instances a C-MOVE/C-GET identifier names (PS3.4 C.4.2.2.1: unique keys)."""
-        identifier: Dataset = event.identifier
-        model = str(event.request.AffectedSOPClassUID)
+        try:
+            yield send
+        finally:
+            if assoc.is_established:
+                assoc.release()
+
+    def matches(self, peer: peers.RemoteAE, model: str, identifier: Dataset) -> list[Any]:
+        """The instances a C-MOVE/C-GET identifier names (PS3.4 C.4.2.2.1: unique keys).
+
+        Raises:
+            InvalidInput: no unique key at the Query/Retrieve Level, or a malformed one.
+        """
         level = query_level(identifier, model)
         params: list[tuple[str, str]] = []
         for keyword in _UNIQUE_KEYS:
@@ -253,43 +235,9 @@ class Gateway:
         return retrieve.match_instances(self.archive, peer.tenant_id, query)
 
 
-def _reject(assoc: Any, result: int, source: int, diagnostic: int) -> None:
-    """Send A-ASSOCIATE-RJ and end the association, as pynetdicom's own ACSE checks do."""
-    from pynetdicom import evt
-
-    assoc.acse.send_reject(result, source, diagnostic)
-    evt.trigger(assoc, evt.EVT_REJECTED, {})
-    assoc.kill()
+#: ``(result, source, reason/diagnostic)`` of an A-ASSOCIATE-RJ (PS3.8 Table 9-21).
+Rejection = tuple[int, int, int]
 
 
-def _part10_head(event: Any) -> bytes:
-    """Preamble, ``DICM`` and File Meta Information for the received data set (PS3.10 §7.1)."""
-    from io import BytesIO
-
-    from pydicom.filebase import DicomFileLike
-
-    buf = BytesIO()
-    buf.write(b"\x00" * 128 + b"DICM")
-    write_file_meta_info(DicomFileLike(buf), event.file_meta, enforce_standard=True)
-    return buf.getvalue()
-
-
-def _override_next_response(assoc: Any, status: Dataset | None) -> None:
-    """Give the next DIMSE response sent on ``assoc`` our Status and Error Comment.
-
-    pynetdicom's C-MOVE SCP builds the response to a ``(None, None)`` destination itself
-    (A801, no comment); the DIMSE provider's next ``send_msg`` on this association is that
-    response, so it is amended there (PS3.7 §9.1.4.1.4: Error Comment is optional there).
-    """
-    if status is None:
-        return
-    dimse = assoc.dimse
-    original = dimse.send_msg
-
-    def send_msg(primitive: Any, context_id: int) -> None:
-        dimse.send_msg = original
-        primitive.Status = int(status.Status)
-        primitive.ErrorComment = str(status.ErrorComment)
-        original(primitive, context_id)
-
-    dimse.send_msg = send_msg
+def _pair(status: Dataset) -> tuple[int, str | None]:
+    return int(status.Status), str(status.get("ErrorComment", "") or "") or None
