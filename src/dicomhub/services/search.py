@@ -20,19 +20,34 @@ PS3.18 §F.2.5). No blob is opened.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring
 from typing import Any, Final
 
 from dicomhub.dicom.json_model import render_bulk_markers
 from dicomhub.dicom.modules import PATIENT_TAGS, SERIES_TAGS, STUDY_TAGS
-from dicomhub.domain.attributes import BY_TAG, CONDITIONAL, REQUIRED, Attribute, resolve
+from dicomhub.domain.attributes import (
+    ATTRIBUTES,
+    BY_TAG,
+    CONDITIONAL,
+    REQUIRED,
+    Attribute,
+    resolve,
+)
 from dicomhub.domain.query import INTEGER_VRS, Level, Query
 from dicomhub.services.archive import Archive
-from dicomhub.storage.index import queries
+from dicomhub.storage.index import level_json, queries
 from dicomhub.storage.index import store as index
 
-__all__ = ["TRUNCATED_WARNING", "SearchResult", "search", "unsupported_warning"]
+__all__ = [
+    "TRUNCATED_WARNING",
+    "JsonSearchResult",
+    "SearchResult",
+    "search",
+    "search_json",
+    "unsupported_warning",
+]
 
 #: PS3.18 §10.6.3: results were cut at ``limit``.
 TRUNCATED_WARNING: Final = (
@@ -94,7 +109,10 @@ def tag_level(tag: str) -> Level:
 
 
 def search(archive: Archive, tenant_id: int, query: Query, base_url: str) -> SearchResult:
-    """Run ``query`` for ``tenant_id`` and build the DICOM JSON results.
+    """Run ``query`` for ``tenant_id`` and build the DICOM JSON results (parsed).
+
+    The results are those of :func:`search_json`, parsed: C-FIND and callers that inspect
+    values use this; QIDO-RS sends the text of :func:`search_json` as is.
 
     Args:
         archive: The archive.
@@ -105,26 +123,81 @@ def search(archive: Archive, tenant_id: int, query: Query, base_url: str) -> Sea
     Returns:
         The results, whether they were truncated by ``limit``, and warnings.
     """
-    plan = _Plan(query)
+    found = search_json(archive, tenant_id, query, base_url)
+    return SearchResult(
+        items=[json.loads(text) for text in found.texts],
+        truncated=found.truncated,
+        warnings=found.warnings,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class JsonSearchResult:
+    """The answer to a query as DICOM JSON text.
+
+    Attributes:
+        texts: One DICOM JSON object text (PS3.18 §F.2) per result, in result order.
+        truncated: More results exist beyond ``offset + limit``.
+        warnings: Human-readable warnings (no PHI) for the transport to report.
+    """
+
+    texts: list[str]
+    truncated: bool
+    warnings: list[str] = field(default_factory=list)
+
+    def body(self) -> bytes:
+        """The results as one UTF-8 DICOM JSON array (PS3.18 §10.6.3.2)."""
+        return ("[" + ",".join(self.texts) + "]").encode("utf-8")
+
+
+def search_json(archive: Archive, tenant_id: int, query: Query, base_url: str) -> JsonSearchResult:
+    """Run ``query`` for ``tenant_id`` and build each result's DICOM JSON text.
+
+    Each result is spliced from stored member texts (:mod:`~dicomhub.storage.index.level_json`)
+    and a few computed members; nothing is parsed or re-serialised per result unless the
+    full instance metadata is needed (``includefield`` of instance attributes, or ``all``).
+
+    Args:
+        archive: The archive.
+        tenant_id: The caller's tenant; nothing of another tenant is ever visible.
+        query: The query.
+        base_url: Absolute DICOMweb root URL, for Retrieve URL and Bulk Data URIs.
+
+    Returns:
+        The result texts, whether they were truncated by ``limit``, and warnings.
+    """
+    plan = _Plan(query, base_url)
     with archive.db.read() as conn:
-        rows, truncated = queries.search_rows(conn, query, tenant_id, plan.json_levels)
+        rows, truncated = queries.search_tuples(
+            conn, query, tenant_id, plan.json_levels, plan.attributes
+        )
         metadata: dict[int, str] = {}
         if plan.needs_metadata and rows:
-            metadata = index.metadata_json(conn, [int(r["pk"]) for r in rows])
-    base = base_url.rstrip("/")
-    items = [plan.build(row, base, metadata.get(int(row["pk"]))) for row in rows]
+            metadata = index.metadata_json(conn, [int(r[0]) for r in rows])
+    build = plan.build
+    texts = [build(row, metadata.get(int(row[0])) if metadata else None) for row in rows]
     warnings: list[str] = []
     if query.unsupported:
         warnings.append(unsupported_warning(query.unsupported))
     if truncated:
         warnings.append(TRUNCATED_WARNING)
-    return SearchResult(items=items, truncated=truncated, warnings=warnings)
+    return JsonSearchResult(texts=texts, truncated=truncated, warnings=warnings)
+
+
+# How each returned attribute of a plan gets its member text (see _Plan.build).
+_URL, _AVAILABILITY, _MODALITIES, _STORED = range(4)
 
 
 class _Plan:
-    """What to select and how to build each result for one query."""
+    """What to select and how to build each result's text for one query.
 
-    def __init__(self, query: Query) -> None:
+    The attribute precedence is the same for every result: a computed value (Retrieve URL,
+    Instance Availability, Modalities in Study), else the member stored in the level JSON of
+    the attribute's level, else the index column, else the instance metadata; a required
+    attribute without any value is returned empty (``{"vr": ..}``, PS3.18 §F.2.5).
+    """
+
+    def __init__(self, query: Query, base_url: str) -> None:
         self.query = query
         self.levels = returned_levels(query)
         joinable = {lv for lv in Level if lv.rank <= query.level.rank}
@@ -138,7 +211,6 @@ class _Plan:
         for tag in extra:
             # includefield: returned (empty if absent) when its level is in the result.
             required[tag] = tag_level(tag) in self.levels
-        self.tags = required
         json_levels = {tag_level(tag) for tag in required} & joinable
         if query.include_all:
             json_levels |= set(self.levels)
@@ -152,53 +224,126 @@ class _Plan:
                 for tag in (*extra, *(m.tag for m in query.matches))
             )
         )
+        # Only the columns some returned attribute may fall back to are selected.
+        self.attributes = tuple(
+            attr
+            for attr in ATTRIBUTES
+            if attr.column is not None
+            and attr.column.split(".")[0] in queries.joined_tables(query.level)
+            and attr.tag in required
+        )
+        layout = queries.tuple_layout(query.level, self.json_levels, self.attributes)
+        self._uid_idx = layout.uids
+        self._json_idx = [(lv, layout.json[lv]) for lv in self.json_levels]
+        self._level_of_json: dict[Level, int] = {lv: i for i, (lv, _) in enumerate(self._json_idx)}
+        self._root = base_url.rstrip("/") + "/studies/"
+        self._root_json = encode_basestring(self._root)[:-1]  # '"http://.../studies/'
+        self._modalities: dict[Any, str] = {}
+        # (tag, kind, json slot, column index and attribute, empty member or None)
+        self._steps: list[tuple[str, int, int, int, Attribute | None, str | None]] = []
+        for tag in sorted(required):
+            empty = level_json.member(tag, {"vr": _vr(tag)}) if required[tag] else None
+            attr = BY_TAG.get(tag)
+            column = layout.columns.get(tag, -1)
+            if tag == "00081190":
+                kind = _URL
+            elif tag == "00080056":
+                kind = _AVAILABILITY
+            elif tag == "00080061":
+                kind = _MODALITIES
+            else:
+                kind = _STORED
+            slot = self._level_of_json.get(tag_level(tag), -1)
+            self._steps.append((tag, kind, slot, column, attr, empty))
 
-    def build(self, row: Mapping[Any, Any], base: str, metadata_text: str | None) -> dict[str, Any]:
+    def _url(self, row: Sequence[Any]) -> str:
         level = self.query.level
-        url = _retrieve_url(level, row, base)
-        level_json: dict[Level, dict[str, Any]] = {}
-        for json_level in self.json_levels:
-            text = row.get(queries.JSON_LABELS[json_level])
-            level_json[json_level] = _load_level_json(text)
-        instance_json: dict[str, Any] = {}
+        if level is Level.PATIENT:
+            return ""  # DICOMweb has no patient resource
+        study_i, series_i, sop_i = self._uid_idx
+        url = f"{self._root}{row[study_i]}"
+        if level.rank >= Level.SERIES.rank:
+            url += f"/series/{row[series_i]}"
+        if level is Level.INSTANCE:
+            url += f"/instances/{row[sop_i]}"
+        return url
+
+    def _modalities_member(self, text: Any) -> str:
+        member = self._modalities.get(text)
+        if member is None:
+            values = [m for m in str(text or "").split("\\") if m]
+            value = {"vr": "CS", "Value": values} if values else {"vr": "CS"}
+            member = self._modalities[text] = level_json.member("00080061", value)
+        return member
+
+    def build(self, row: Sequence[Any], metadata_text: str | None) -> str:
+        """The DICOM JSON text of the result in ``row`` (members in tag order)."""
+        url = ""
+        stored: list[dict[str, str]] = []
+        for _, idx in self._json_idx:
+            text = row[idx]
+            if text:
+                parts = level_json.members(text)
+                if _MARKER_JSON in text:
+                    # A level JSON is shared by all instances of its entity: a bulk reference
+                    # into one instance's file has no URL of its own here, so it is left out.
+                    parts = [p for p in parts if _MARKER_JSON not in p]
+                stored.append({p[1:9]: p for p in parts})
+            else:
+                stored.append({})
+        instance: dict[str, str] = {}
         if metadata_text is not None:
-            instance_json = json.loads(render_bulk_markers(metadata_text, url))
-
-        out: dict[str, Any] = {}
+            url = self._url(row)
+            data = json.loads(render_bulk_markers(metadata_text, url))
+            if isinstance(data, dict):
+                instance = {
+                    tag: level_json.member(tag, value)
+                    for tag, value in data.items()
+                    if isinstance(value, dict)
+                }
+        out: list[str] | dict[str, str]
         if self.query.include_all:
-            if instance_json:
-                out.update(instance_json)
+            merged: dict[str, str] = dict(instance)
             for lv in self.levels:
-                out.update(level_json.get(lv, {}))
-        for tag, empty_if_absent in self.tags.items():
-            value = self._value(tag, row, level_json, instance_json, url)
-            if value is not None:
-                out[tag] = value
-            elif empty_if_absent and tag not in out:
-                out[tag] = {"vr": _vr(tag)}
-        return dict(sorted(out.items()))
+                slot = self._level_of_json.get(lv)
+                if slot is not None:
+                    merged.update(stored[slot])
+            out = merged
+        else:
+            out = []
+        for tag, kind, slot, column, attr, empty in self._steps:
+            member: str | None = None
+            if kind == _STORED:
+                if slot >= 0:
+                    member = stored[slot].get(tag)
+                if member is None and column >= 0 and attr is not None:
+                    member = _column_member(attr, row[column])
+                if member is None:
+                    member = instance.get(tag)
+            elif kind == _URL:
+                if self.query.level is not Level.PATIENT:
+                    if not url:
+                        url = self._url(row)
+                    member = '"00081190":{"vr":"UR","Value":[' + encode_basestring(url) + "]}"
+            elif kind == _AVAILABILITY:
+                member = _AVAILABLE
+            else:
+                member = self._modalities_member(row[column] if column >= 0 else None)
+            if isinstance(out, list):
+                if member is not None:
+                    out.append(member)
+                elif empty is not None:
+                    out.append(empty)
+            elif member is not None:
+                out[tag] = member
+            elif empty is not None and tag not in out:
+                out[tag] = empty
+        if isinstance(out, dict):
+            return "{" + ",".join(member for _, member in sorted(out.items())) + "}"
+        return "{" + ",".join(out) + "}"
 
-    def _value(
-        self,
-        tag: str,
-        row: Mapping[Any, Any],
-        level_json: dict[Level, dict[str, Any]],
-        instance_json: dict[str, Any],
-        url: str,
-    ) -> dict[str, Any] | None:
-        computed = _computed(tag, self.query.level, row, url)
-        if computed is not None:
-            return computed
-        stored = level_json.get(tag_level(tag), {}).get(tag)
-        if isinstance(stored, dict):
-            return stored
-        attr = BY_TAG.get(tag)
-        if attr is not None and attr.column is not None:
-            column_value = _column_value(attr, row)
-            if column_value is not None:
-                return column_value
-        stored = instance_json.get(tag)
-        return stored if isinstance(stored, dict) else None
+
+_AVAILABLE: Final = level_json.member("00080056", {"vr": "CS", "Value": [_ONLINE]})
 
 
 def _from_columns(tag: str) -> bool:
@@ -211,53 +356,14 @@ def _vr(tag: str) -> str:
     return attr.vr if attr is not None else "UN"
 
 
-def _load_level_json(text: Any) -> dict[str, Any]:
-    if not isinstance(text, str) or not text:
-        return {}
-    data = json.loads(text)
-    if not isinstance(data, dict):
-        return {}
-    if _MARKER_JSON in text:
-        # A level JSON is shared by all instances of its entity: a bulk reference into one
-        # instance's file has no URL of its own here, so such values are left out.
-        data = {k: v for k, v in data.items() if _MARKER_JSON not in json.dumps(v)}
-    return data
-
-
-def _retrieve_url(level: Level, row: Mapping[Any, Any], base: str) -> str:
-    if level is Level.PATIENT:
-        return ""  # DICOMweb has no patient resource
-    url = f"{base}/studies/{row['study_uid']}"
-    if level.rank >= Level.SERIES.rank:
-        url += f"/series/{row['series_uid']}"
-    if level is Level.INSTANCE:
-        url += f"/instances/{row['sop_uid']}"
-    return url
-
-
-def _computed(tag: str, level: Level, row: Mapping[Any, Any], url: str) -> dict[str, Any] | None:
-    if tag == "00081190":  # Retrieve URL (PS3.18 §10.6.3.3)
-        return {"vr": "UR", "Value": [url]} if url else None
-    if tag == "00080056":  # Instance Availability: everything stored is on line
-        return {"vr": "CS", "Value": [_ONLINE]}
-    if tag == "00080061":  # Modalities in Study: sorted distinct modalities of its series
-        text = row.get(queries.column_label(BY_TAG[tag]))
-        values = [m for m in str(text or "").split("\\") if m]
-        return {"vr": "CS", "Value": values} if values else {"vr": "CS"}
-    return None
-
-
-def _column_value(attr: Attribute, row: Mapping[Any, Any]) -> dict[str, Any] | None:
-    label = queries.column_label(attr)
-    if label not in row:
-        return None
-    value = row[label]
+def _column_member(attr: Attribute, value: Any) -> str | None:
+    """The member text of a column value (a fallback: the level JSON usually has it)."""
     if value is None or value == "":
         return None
-    if attr.vr == "PN":
-        return {"vr": "PN", "Value": [{"Alphabetic": str(value)}]}
     if attr.vr in INTEGER_VRS:
-        return {"vr": attr.vr, "Value": [int(value)]}
-    if "\\" in str(value):
-        return {"vr": attr.vr, "Value": str(value).split("\\")}
-    return {"vr": attr.vr, "Value": [str(value)]}
+        return f'"{attr.tag}":{{"vr":"{attr.vr}","Value":[{int(value)}]}}'
+    if attr.vr == "PN":
+        return level_json.member(attr.tag, {"vr": "PN", "Value": [{"Alphabetic": str(value)}]})
+    text = str(value)
+    values = text.split("\\") if "\\" in text else [text]
+    return level_json.member(attr.tag, {"vr": attr.vr, "Value": values})

@@ -21,7 +21,8 @@ deterministically and ``limit + 1`` rows are fetched so the caller knows if more
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 from sqlalchemy import (
@@ -61,7 +62,16 @@ from dicomhub.domain.query import (
 from dicomhub.errors import InvalidInput
 from dicomhub.storage.index import tables as t
 
-__all__ = ["JSON_LABELS", "like_pattern", "search_rows", "search_statement"]
+__all__ = [
+    "JSON_LABELS",
+    "Layout",
+    "joined_tables",
+    "like_pattern",
+    "search_rows",
+    "search_statement",
+    "search_tuples",
+    "tuple_layout",
+]
 
 _TABLES: Final[dict[str, Table]] = {
     "patient": t.patient,
@@ -95,8 +105,67 @@ def column_label(attr: Attribute) -> str:
     return f"c{attr.tag}"
 
 
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Where each value sits in a row of :func:`search_statement` (tuple indexes).
+
+    Attributes:
+        uids: Indexes of ``study_uid``, ``series_uid`` and ``sop_uid`` (-1 when not joined).
+        columns: Index of each selected attribute's column, by tag.
+        json: Index of each selected level JSON text, by level.
+    """
+
+    uids: tuple[int, int, int]
+    columns: dict[str, int]
+    json: dict[Level, int]
+
+
+def joined_tables(level: Level) -> tuple[str, ...]:
+    """Names of the tables a query at ``level`` joins (its own and the levels above)."""
+    return _JOINED[level]
+
+
+def _selected(
+    level: Level, json_levels: Iterable[Level], attributes: Iterable[Attribute] | None
+) -> tuple[list[tuple[str, Any]], Layout]:
+    joined = _JOINED[level]
+    columns: list[tuple[str, Any]] = [("pk", _TABLES[joined[-1]].c.pk)]
+    uids = [-1, -1, -1]
+    for i, (name, column) in enumerate(
+        (("study", t.study.c.study_uid), ("series", t.series.c.series_uid)),
+    ):
+        if name in joined:
+            uids[i] = len(columns)
+            columns.append((f"{name}_uid", column))
+    if "instance" in joined:
+        uids[2] = len(columns)
+        columns.append(("sop_uid", t.instance.c.sop_uid))
+    by_tag: dict[str, int] = {}
+    for attr in ATTRIBUTES if attributes is None else attributes:
+        if attr.column is not None and attr.column.split(".")[0] in joined:
+            by_tag[attr.tag] = len(columns)
+            columns.append((column_label(attr), _column(attr.column)))
+    by_level: dict[Level, int] = {}
+    for json_level in dict.fromkeys(json_levels):
+        label = JSON_LABELS.get(json_level)
+        if label is not None and json_level.value.lower() in joined:
+            by_level[json_level] = len(columns)
+            columns.append((label, _TABLES[json_level.value.lower()].c.attrs))
+    return columns, Layout((uids[0], uids[1], uids[2]), by_tag, by_level)
+
+
+def tuple_layout(
+    level: Level, json_levels: Iterable[Level], attributes: Iterable[Attribute] | None = None
+) -> Layout:
+    """The :class:`Layout` of :func:`search_statement` rows for the same arguments."""
+    return _selected(level, json_levels, attributes)[1]
+
+
 def search_statement(
-    query: Query, tenant_id: int, json_levels: Iterable[Level] = ()
+    query: Query,
+    tenant_id: int,
+    json_levels: Iterable[Level] = (),
+    attributes: Iterable[Attribute] | None = None,
 ) -> Select[Any]:
     """The SELECT answering ``query`` for ``tenant_id``.
 
@@ -105,12 +174,14 @@ def search_statement(
         tenant_id: The caller's tenant; always the first condition.
         json_levels: Levels whose stored DICOM JSON text is selected (labels in
             :data:`JSON_LABELS`); only PATIENT, STUDY and SERIES have one.
+        attributes: Attributes whose columns are selected (of the joined tables); ``None``
+            selects every column-backed attribute.
 
     Returns:
-        A statement selecting the UIDs (``study_uid``, ``series_uid``, ``sop_uid``), the pk of
-        the result level (``pk``), every column-backed attribute (labels from
-        :func:`column_label`) of the joined tables, and the requested JSON texts; ordered,
-        with ``LIMIT limit + 1 OFFSET offset``.
+        A statement selecting the pk of the result level (``pk``), the UIDs (``study_uid``,
+        ``series_uid``, ``sop_uid``) of the joined levels, the attributes' columns (labels from
+        :func:`column_label`) and the requested JSON texts, in that order (see
+        :func:`tuple_layout`); ordered, with ``LIMIT limit + 1 OFFSET offset``.
     """
     level = query.level
     joined = _JOINED[level]
@@ -135,24 +206,9 @@ def search_statement(
     conditions += [
         _TABLES[name].c.tenant_id == tenant_id for name in joined[:-1] if name in constrained
     ]
-
-    columns: list[Any] = [base.c.pk.label("pk")]
-    if "study" in joined:
-        columns.append(t.study.c.study_uid.label("study_uid"))
-    if "series" in joined:
-        columns.append(t.series.c.series_uid.label("series_uid"))
-    if "instance" in joined:
-        columns.append(t.instance.c.sop_uid.label("sop_uid"))
-    for attr in ATTRIBUTES:
-        if attr.column is not None and attr.column.split(".")[0] in joined:
-            columns.append(_column(attr.column).label(column_label(attr)))
-    for json_level in dict.fromkeys(json_levels):
-        label = JSON_LABELS.get(json_level)
-        if label is not None and json_level.value.lower() in joined:
-            columns.append(_TABLES[json_level.value.lower()].c.attrs.label(label))
-
+    columns, _ = _selected(level, json_levels, attributes)
     stmt = (
-        select(*columns)
+        select(*(column.label(label) for label, column in columns))
         .select_from(_from(level))
         .where(and_(*conditions))
         .order_by(*_order(level))
@@ -167,6 +223,20 @@ def search_rows(
 ) -> tuple[list[RowMapping], bool]:
     """Run :func:`search_statement`; return at most ``query.limit`` rows and whether more exist."""
     rows = list(conn.execute(search_statement(query, tenant_id, json_levels)).mappings())
+    truncated = len(rows) > query.limit
+    return rows[: query.limit], truncated
+
+
+def search_tuples(
+    conn: Connection,
+    query: Query,
+    tenant_id: int,
+    json_levels: Iterable[Level] = (),
+    attributes: Iterable[Attribute] | None = None,
+) -> tuple[list[Sequence[Any]], bool]:
+    """Like :func:`search_rows`, as plain tuples laid out as :func:`tuple_layout` says."""
+    result = conn.execute(search_statement(query, tenant_id, json_levels, attributes))
+    rows: list[Sequence[Any]] = [tuple(row) for row in result]
     truncated = len(rows) > query.limit
     return rows[: query.limit], truncated
 

@@ -23,7 +23,6 @@ never logged (they carry PHI).
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Final
 
@@ -34,7 +33,7 @@ from starlette.routing import BaseRoute, Route
 
 from dicomhub.domain.query import Level
 from dicomhub.errors import NotAcceptable
-from dicomhub.services.search import search
+from dicomhub.services.search import search_json
 from dicomhub.web.context import archive_of, base_url, tenant_of
 from dicomhub.web.dicomweb.qido_params import parse_query
 from dicomhub.web.media import parse_accept
@@ -82,10 +81,13 @@ async def _search(
         default_limit=min(settings.qido_default_limit, settings.qido_max_limit),
         max_limit=settings.qido_max_limit,
     )
-    result = await run_in_threadpool(search, archive, tenant_of(request), query, base_url(request))
-    if result.items:
-        body = json.dumps(result.items, ensure_ascii=False, separators=(",", ":"))
-        response = Response(body.encode("utf-8"), status_code=200, media_type=media_type)
+    result = await run_in_threadpool(
+        search_json, archive, tenant_of(request), query, base_url(request)
+    )
+    if result.texts:
+        # The results are spliced from stored DICOM JSON text (services.search): no per-result
+        # dict is built or serialised here.
+        response = Response(result.body(), status_code=200, media_type=media_type)
     elif EMPTY_RESULT_STATUS == 204:
         response = Response(status_code=204)
     else:
