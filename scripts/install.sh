@@ -20,11 +20,21 @@ if (( want_test )); then
   # (never the machine's server); they only need the server binaries.
   compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || command -v initdb >/dev/null \
     || need_apt+=(postgresql)
+  # The load-balancer test runs the nginx recipe of docs/deployment.md with real nginx (as the
+  # current user, in a temporary prefix; the package's own service is not needed), and makes a
+  # throwaway TLS certificate with the openssl command.
+  command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || need_apt+=(nginx)
+  command -v openssl >/dev/null || need_apt+=(openssl)
 fi
 if (( ${#need_apt[@]} )); then
   echo "installing Debian packages: ${need_apt[*]}"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}"
+  # Installed for the tests only: do not leave the package's default site serving port 80.
+  if [[ " ${need_apt[*]} " == *" nginx "* ]] && command -v systemctl >/dev/null \
+      && [[ -d /run/systemd/system ]]; then
+    $SUDO systemctl disable --now nginx >/dev/null 2>&1 || true
+  fi
 fi
 
 python3 - <<'PY'
