@@ -51,6 +51,18 @@ def test_crud_and_shared_with_the_cli(
     )
     assert resp.status_code == 201
     assert resp.json()["ae_title"] == "MODALITY"
+    resp = client.post(API, json={"ae_title": "CT 2/B", "host": "::1", "port": 104})
+    assert resp.headers["location"].endswith("/api/aes/CT%202%2FB")
+    assert client.delete("/api/aes/CT%202").status_code == 404
+    assert client.get("/api/aes/CT%202%2FB").status_code == 404  # "/" cannot be in a path
+    assert (
+        run_cli(capsys, "ae", "remove", "CT 2/B", "--data-dir", str(archive.settings.data_dir))[0]
+        == 0
+    )
+    resp = client.post(API, json={"ae_title": "CT 2", "host": "::1", "port": 104})
+    assert resp.headers["location"].endswith("/api/aes/CT%202")
+    assert client.get(resp.headers["location"]).json()["ae_title"] == "CT 2"
+    assert client.delete(resp.headers["location"]).status_code == 204
     assert resp.json()["permissions"] == ["store", "query", "retrieve", "move-destination"]
 
     listed = client.get(API).json()

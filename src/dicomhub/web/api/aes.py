@@ -9,6 +9,7 @@ it sees and manages that tenant's AEs and jobs only.
 from __future__ import annotations
 
 from typing import Any, Final
+from urllib.parse import quote
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -49,7 +50,8 @@ def _title(request: Request) -> str:
 
 
 def _ae_url(request: Request, title: str) -> str:
-    return str(request.url_for("ae", title=title))
+    """The absolute URL of an AE (a title may hold spaces and other URL-special characters)."""
+    return str(request.url_for("list_aes")) + "/" + quote(title, safe="")
 
 
 def _check_tenant(request: Request, name: str | None) -> int:
@@ -228,7 +230,7 @@ async def retrieve(request: Request) -> Response:
 def routes() -> list[BaseRoute]:
     """AE registry routes, relative to the API root."""
     return [
-        Route("/aes", list_aes, methods=["GET"]),
+        Route("/aes", list_aes, methods=["GET"], name="list_aes"),
         Route("/aes", create_ae, methods=["POST"]),
         Route("/aes/{title}", ae_resource, methods=["GET", "PUT", "DELETE"], name="ae"),
         Route("/aes/{title}/send", send, methods=["POST"]),
