@@ -183,6 +183,21 @@ def test_send_job_to_storescp(api: TestClient, archive: Archive, storescp: Store
     assert done["finished_at"] and done["next_attempt_at"] is None
     assert storescp.received() == ORIGINALS
 
+    # several references in one job: each instance is sent once
+    first = pydicom.dcmread(SAMPLES / STUDY_133[1], stop_before_pixels=True)
+    items = [
+        {"study": STUDY, "series": str(first.SeriesInstanceUID)},
+        {
+            "study": STUDY,
+            "series": str(first.SeriesInstanceUID),
+            "instance": str(first.SOPInstanceUID),
+        },
+    ]
+    job = submit(api, "/api/aes/STORESCP/send", {"items": items})
+    assert drain(archive) == 1
+    done = job_of(api, job["id"])
+    assert done["state"] == "succeeded" and done["result"]["completed"] == 3, done
+
 
 def test_query_job_returns_matches(api: TestClient, archive: Archive, hub2: Hub) -> None:
     keys = {"StudyInstanceUID": "", "PatientID": None, "00080061": "", "StudyDate": ""}
@@ -325,15 +340,23 @@ def test_permanent_errors_fail_without_retry(
     # the AE is removed after the job was accepted: unknown AE
     gone = submit(api, "/api/aes/STORESCP/send", {"study": CT_STUDY})
     assert api.delete("/api/aes/STORESCP").status_code == 204
+    # the study is deleted after the job was accepted: nothing to send
+    ingest_study(archive)
+    peers.add(archive, peers.RemoteAE(1, "STORESCP2", "127.0.0.1", storescp.port))
+    deleted = submit(api, "/api/aes/STORESCP2/send", {"study": STUDY})
+    assert api.delete(f"/dicomweb/studies/{STUDY}").status_code == 204
     # the peer answers a failure status: PATIENT level in the Study Root model is A900
     refused = submit(api, "/api/aes/HUB2/query", {"level": "PATIENT", "keys": {"PatientID": ""}})
     # the peer has no such study (C-GET needs its SOP classes)
     missing = submit(api, "/api/aes/HUB2/retrieve", {"study": "1.2.3.4.5"})
-    assert drain(archive) == 3  # each ran once; none is due again
+    assert drain(archive) == 5  # each ran once (and a blob removal); none is due again
 
     done = job_of(api, gone["id"])
     assert done["state"] == "failed" and done["attempts"] == 1, done
     assert "not registered" in done["last_error"]
+    done = job_of(api, deleted["id"])
+    assert done["state"] == "failed" and done["attempts"] == 1, done
+    assert "no such resource" in done["last_error"]
     done = job_of(api, refused["id"])
     assert done["state"] == "failed" and done["attempts"] == 1, done
     assert "0xA900" in done["last_error"]
