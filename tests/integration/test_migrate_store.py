@@ -201,18 +201,12 @@ def index_rows(archive: Archive) -> dict[str, Any]:
         }
 
 
+def fsck_args(settings: Settings) -> list[str]:
+    return ["--index", settings.index_url, "--blobs", settings.blobs_url]
+
+
 def fsck_ok(capsys: pytest.CaptureFixture[str], settings: Settings) -> dict[str, Any]:
-    code, out = run_cli(
-        capsys,
-        "fsck",
-        "--index",
-        settings.index_url,
-        "--blobs",
-        settings.blobs_url,
-        "--json",
-        "--pending-age",
-        "0",
-    )
+    code, out = run_cli(capsys, "fsck", *fsck_args(settings), "--json", "--pending-age", "0")
     report: dict[str, Any] = json.loads(out)
     assert code == 0 and report["ok"] and report["problems"] == [], report
     return report
@@ -346,3 +340,49 @@ def test_refuses_a_target_holding_another_archive(
             assert conn.execute(select(t.instance.c.pk)).all() == []
     finally:
         archive.close()
+
+
+def test_damaged_source_blob_is_not_copied(
+    source: Source,
+    target: Settings,
+    opened: list[Archive],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    src = Archive.open(source.settings, migrate=False)
+    opened.append(src)
+    with src.db.read() as conn:
+        damaged = conn.execute(select(t.instance.c.blob_key).order_by(t.instance.c.pk)).scalars()
+        key = list(damaged)[1]
+    path = src.blobs.local_path(key)
+    assert path is not None
+    good = path.read_bytes()
+    path.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))  # one bit changed, same size
+    code, out = run_cli(
+        capsys, "migrate-store", *source.args, *target_args(target), "--json", "--quiet"
+    )
+    report = json.loads(out)
+    assert code == 1 and not report["ok"]
+    assert report["instances"]["damaged_source"] == 1
+    assert report["instances"]["copied"] == source.n_instances - 1
+    assert report["counts"]["instance"] == {
+        "source": source.n_instances,
+        "target": source.n_instances - 1,
+    }
+    dst = Archive.open(target, migrate=False)
+    opened.append(dst)
+    with dst.db.read() as conn:
+        keys = set(conn.execute(select(t.instance.c.blob_key)).scalars())
+    assert key not in keys and dst.blobs.size(key) is None  # neither row nor blob
+    # Every copied row has its blob; only the counters (copied from the source) count the
+    # instance that is missing.
+    code, out = run_cli(capsys, "fsck", *fsck_args(target), "--json")
+    assert {p["kind"] for p in json.loads(out)["problems"]} == {"counter_mismatch"}
+
+    # Once the source is repaired, a rerun completes the copy.
+    path.write_bytes(good)
+    code, out = run_cli(
+        capsys, "migrate-store", *source.args, *target_args(target), "--json", "--quiet"
+    )
+    report = json.loads(out)
+    assert code == 0 and report["ok"] and report["instances"]["copied"] == 1
+    fsck_ok(capsys, target)
