@@ -34,12 +34,15 @@ from dicomhub.dicom.parse import parse_instance
 from dicomhub.errors import Conflict, DicomhubError, InvalidDicom, StudyMismatch
 from dicomhub.services.archive import Archive
 from dicomhub.services.spool import Spool, sha256_of
-from dicomhub.storage.blobs.filesystem import fsync_file
+from dicomhub.storage.blobs.filesystem import FilesystemBlobStore, fsync_file
 from dicomhub.storage.blobs.keys import new_keys
 from dicomhub.storage.index import jobs
 from dicomhub.storage.index import store as index
 
 log = logging.getLogger(__name__)
+
+#: The stored metadata text: compact, UTF-8 as is (one encoder, not one per call).
+_json_text = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,9 +99,11 @@ def prepare(
                 "Study Instance UID of the instance does not match the study in the request",
                 **_uids(parsed),
             )
-        metadata_text = json.dumps(parsed.metadata, separators=(",", ":"), ensure_ascii=False)
-        # Flush now, in parallel with other work; the blob store's own fsync is then cheap.
-        fsync_file(spool.path)
+        metadata_text = _json_text(parsed.metadata)
+        if isinstance(archive.blobs, FilesystemBlobStore):
+            # Flush now, in parallel with other work; the blob store's own fsync is then cheap.
+            # Other stores copy the bytes elsewhere: their durability is theirs, not the spool's.
+            fsync_file(spool.path)
     except BaseException:
         spool.discard()
         raise

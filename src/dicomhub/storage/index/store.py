@@ -50,8 +50,39 @@ _INSTANCE_FROM = t.instance.join(t.series, t.series.c.pk == t.instance.c.series_
 )
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+# ---------------------------------------------------------------------------------------------
+# driver SQL for the ingest hot path
+#
+# Every batch of an ingest runs the same dozen statements. Built with SQLAlchemy Core, each call
+# constructs the statement, computes its cache key and processes its parameters, which costs
+# more CPU than SQLite takes to run it. These statements are written once as driver SQL (``?``
+# placeholders, rewritten to ``%s`` for psycopg) and run with ``exec_driver_sql``, which still
+# wraps driver errors as ``DBAPIError`` (so ``IndexDatabase.transact`` replays lost races).
+
+_DRIVER_SQL: dict[tuple[str, str], str] = {}
+
+
+def _sql(conn: Connection, sql: str) -> str:
+    """``sql`` with placeholders in the paramstyle of ``conn``'s driver (cached)."""
+    key = (conn.dialect.name, sql)
+    text = _DRIVER_SQL.get(key)
+    if text is None:
+        text = sql if conn.dialect.paramstyle == "qmark" else sql.replace("?", "%s")
+        _DRIVER_SQL[key] = text
+    return text
+
+
+def _marks(n: int) -> str:
+    """``?, ?, ...`` for an ``IN`` list of ``n`` values."""
+    return ", ".join("?" * n)
+
+
+def _run(conn: Connection, sql: str, params: tuple[Any, ...] | list[tuple[Any, ...]] = ()) -> Any:
+    """Execute driver SQL with positional parameters (a list of tuples runs executemany)."""
+    return conn.exec_driver_sql(_sql(conn, sql), params)
 
 
 def _level_attrs(attrs: dict[str, Any]) -> str:
@@ -85,10 +116,12 @@ def find_instances_sha(conn: Connection, tenant_id: int, sop_uids: Sequence[str]
     out: dict[str, str] = {}
     uids = list(dict.fromkeys(sop_uids))
     for i in range(0, len(uids), 500):
-        rows = conn.execute(
-            select(t.instance.c.sop_uid, t.instance.c.sha256).where(
-                t.instance.c.tenant_id == tenant_id, t.instance.c.sop_uid.in_(uids[i : i + 500])
-            )
+        chunk = uids[i : i + 500]
+        rows = _run(
+            conn,
+            "SELECT sop_uid, sha256 FROM instance WHERE tenant_id = ? AND sop_uid IN "
+            f"({_marks(len(chunk))})",
+            (tenant_id, *chunk),
         )
         out.update({str(u): str(h) for u, h in rows})
     return out
@@ -98,9 +131,10 @@ def reserve_pending_many(conn: Connection, tenant_id: int, blob_keys: Sequence[s
     """Reserve several blob keys in one statement."""
     if blob_keys:
         now = time.time()
-        conn.execute(
-            insert(t.pending_blob),
-            [{"blob_key": k, "tenant_id": tenant_id, "created_at": now} for k in blob_keys],
+        _run(
+            conn,
+            "INSERT INTO pending_blob (blob_key, tenant_id, created_at) VALUES (?, ?, ?)",
+            [(k, tenant_id, now) for k in blob_keys],
         )
 
 
@@ -250,11 +284,12 @@ def _get_or_create_patient(conn: Connection, tenant_id: int, p: ParsedInstance, 
 
 def _get_or_create_study(conn: Connection, tenant_id: int, p: ParsedInstance, now: float) -> int:
     def find() -> int | None:
-        return conn.execute(
-            select(t.study.c.pk).where(
-                t.study.c.tenant_id == tenant_id, t.study.c.study_uid == p.study_instance_uid
-            )
-        ).scalar_one_or_none()
+        row = _run(
+            conn,
+            "SELECT pk FROM study WHERE tenant_id = ? AND study_uid = ?",
+            (tenant_id, p.study_instance_uid),
+        ).first()
+        return None if row is None else int(row[0])
 
     pk = find()
     if pk is not None:
@@ -303,10 +338,10 @@ def _get_or_create_series(
     """
 
     def find() -> tuple[int, bool] | None:
-        row = conn.execute(
-            select(t.series.c.pk, t.series.c.study_pk).where(
-                t.series.c.tenant_id == tenant_id, t.series.c.series_uid == p.series_instance_uid
-            )
+        row = _run(
+            conn,
+            "SELECT pk, study_pk FROM series WHERE tenant_id = ? AND series_uid = ?",
+            (tenant_id, p.series_instance_uid),
         ).first()
         if row is None:
             return None
@@ -370,10 +405,11 @@ def commit_instances(
     belongs to another study is refused ("mismatch"). Statements are batched per level: a batch
     of one series costs a handful of statements whatever its size.
     """
+    if not items:
+        return []
     now = time.time()
-    conn.execute(
-        delete(t.pending_blob).where(t.pending_blob.c.blob_key.in_([i.blob_key for i in items]))
-    )
+    keys = [i.blob_key for i in items]
+    _run(conn, f"DELETE FROM pending_blob WHERE blob_key IN ({_marks(len(keys))})", tuple(keys))
     existing = _existing(conn, tenant_id, [i.parsed.sop_instance_uid for i in items])
     owners = _series_owners(conn, tenant_id, [i.parsed.series_instance_uid for i in items])
     results: list[CommitResult | None] = [None] * len(items)
@@ -414,10 +450,15 @@ def commit_instances(
 
 def _series_owners(conn: Connection, tenant_id: int, series_uids: list[str]) -> dict[str, str]:
     """The Study Instance UID each known series belongs to."""
-    rows = conn.execute(
-        select(t.series.c.series_uid, t.study.c.study_uid)
-        .select_from(t.series.join(t.study, t.study.c.pk == t.series.c.study_pk))
-        .where(t.series.c.tenant_id == tenant_id, t.series.c.series_uid.in_(set(series_uids)))
+    uids = list(dict.fromkeys(series_uids))
+    if not uids:
+        return {}
+    rows = _run(
+        conn,
+        "SELECT series.series_uid, study.study_uid FROM series "
+        "JOIN study ON study.pk = series.study_pk "
+        f"WHERE series.tenant_id = ? AND series.series_uid IN ({_marks(len(uids))})",
+        (tenant_id, *uids),
     )
     return {str(a): str(b) for a, b in rows}
 
@@ -430,10 +471,14 @@ def _record(conn: Connection, pk: int) -> InstanceRecord:
 
 
 def _existing(conn: Connection, tenant_id: int, sops: list[str]) -> dict[str, tuple[int, str, str]]:
-    rows = conn.execute(
-        select(
-            t.instance.c.sop_uid, t.instance.c.pk, t.instance.c.sha256, t.instance.c.blob_key
-        ).where(t.instance.c.tenant_id == tenant_id, t.instance.c.sop_uid.in_(sops))
+    uids = list(dict.fromkeys(sops))
+    if not uids:
+        return {}
+    rows = _run(
+        conn,
+        "SELECT sop_uid, pk, sha256, blob_key FROM instance "
+        f"WHERE tenant_id = ? AND sop_uid IN ({_marks(len(uids))})",
+        (tenant_id, *uids),
     )
     return {str(r[0]): (int(r[1]), str(r[2]), str(r[3])) for r in rows}
 
@@ -443,7 +488,7 @@ def _insert_fresh(conn: Connection, tenant_id: int, items: list[NewInstance], no
     series: dict[str, tuple[int, bool]] = {}
     per_series: dict[int, int] = {}
     per_study: dict[int, tuple[int, int, set[str]]] = {}
-    rows: list[dict[str, Any]] = []
+    rows: list[tuple[Any, ...]] = []
     for item in items:
         p = item.parsed
         if p.study_instance_uid not in studies:
@@ -461,92 +506,109 @@ def _insert_fresh(conn: Connection, tenant_id: int, items: list[NewInstance], no
         per_series[series_pk] = per_series.get(series_pk, 0) + 1
         n_inst, n_series, mods = per_study[study_pk]
         per_study[study_pk] = (n_inst + 1, n_series, mods)
+        i = p.instance
         rows.append(
-            _no_nul(
-                {
-                    "tenant_id": tenant_id,
-                    "series_pk": series_pk,
-                    "study_pk": study_pk,
-                    "sop_uid": p.sop_instance_uid,
-                    "sop_class_uid": p.sop_class_uid,
-                    "transfer_syntax_uid": p.transfer_syntax_uid,
-                    "blob_key": item.blob_key,
-                    "size": item.size,
-                    "sha256": item.sha256,
-                    "created_at": now,
-                    **_instance_columns(p),
-                }
+            (
+                tenant_id,
+                series_pk,
+                study_pk,
+                _column(p.sop_instance_uid),
+                _column(p.sop_class_uid),
+                _int_or_none(i.get("instance_number")),
+                _int_or_none(i.get("rows")),
+                _int_or_none(i.get("columns")),
+                _int_or_none(i.get("bits_allocated")),
+                _int_or_none(i.get("number_of_frames")),
+                _column(i.get("specific_character_set")),
+                _column(p.transfer_syntax_uid),
+                _column(item.blob_key),
+                item.size,
+                _column(item.sha256),
+                _frames_json(p),
+                _bulk_json(p),
+                now,
             )
         )
     # A concurrent store of one of these SOP Instance UIDs makes this fail with a unique
     # violation (after waiting for the other transaction): the caller replays the transaction.
-    conn.execute(insert(t.instance), rows)
+    _run(conn, _INSERT_INSTANCE, rows)
     pks = _existing(conn, tenant_id, [i.parsed.sop_instance_uid for i in items])
-    conn.execute(
-        insert(t.instance_metadata),
-        [
-            {"instance_pk": pks[i.parsed.sop_instance_uid][0], "json": i.metadata_text}
-            for i in items
-        ],
+    _run(
+        conn,
+        "INSERT INTO instance_metadata (instance_pk, json) VALUES (?, ?)",
+        [(pks[i.parsed.sop_instance_uid][0], i.metadata_text) for i in items],
     )
     for series_pk, n in sorted(per_series.items()):
-        conn.execute(
-            update(t.series)
-            .where(t.series.c.pk == series_pk)
-            .values(num_instances=t.series.c.num_instances + n)
+        _run(
+            conn,
+            "UPDATE series SET num_instances = num_instances + ? WHERE pk = ?",
+            (n, series_pk),
         )
     for study_pk, (n_inst, n_series, mods) in sorted(per_study.items()):
         # In-place increments lock the row, so concurrent writers add up exactly; the row lock
         # held from here on makes the read-modify-write of the modalities set safe too.
-        old_mods = conn.execute(
-            update(t.study)
-            .where(t.study.c.pk == study_pk)
-            .values(
-                num_instances=t.study.c.num_instances + n_inst,
-                num_series=t.study.c.num_series + n_series,
-                updated_at=now,
-            )
-            .returning(t.study.c.modalities)
+        old_mods = _run(
+            conn,
+            "UPDATE study SET num_instances = num_instances + ?, num_series = num_series + ?, "
+            "updated_at = ? WHERE pk = ? RETURNING modalities",
+            (n_inst, n_series, now, study_pk),
         ).scalar_one()
         known = set(old_mods.split("\\")) if old_mods else set()
         if not mods <= known:
-            conn.execute(
-                update(t.study)
-                .where(t.study.c.pk == study_pk)
-                .values(modalities="\\".join(sorted(known | mods)))
+            _run(
+                conn,
+                "UPDATE study SET modalities = ? WHERE pk = ?",
+                ("\\".join(sorted(known | mods)), study_pk),
             )
     _changes(conn, tenant_id, "stored", [i.parsed for i in items], now)
 
 
-def _instance_columns(p: ParsedInstance) -> dict[str, Any]:
-    i = p.instance
-    return {
-        "instance_number": _int_or_none(i.get("instance_number")),
-        "rows": _int_or_none(i.get("rows")),
-        "columns": _int_or_none(i.get("columns")),
-        "bits_allocated": _int_or_none(i.get("bits_allocated")),
-        "number_of_frames": _int_or_none(i.get("number_of_frames")),
-        "specific_character_set": i.get("specific_character_set"),
-        "frames": _dumps([[[r.offset, r.length] for r in frame] for frame in p.frames]),
-        "bulk": _dumps({k: [r.offset, r.length] for k, r in p.bulk.items()}),
-    }
+_INSERT_INSTANCE = (
+    "INSERT INTO instance (tenant_id, series_pk, study_pk, sop_uid, sop_class_uid, "
+    "instance_number, rows, columns, bits_allocated, number_of_frames, specific_character_set, "
+    "transfer_syntax_uid, blob_key, size, sha256, frames, bulk, created_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _column(value: Any) -> Any:
+    """One value of an indexed column, as :func:`_no_nul` makes it."""
+    if isinstance(value, str):
+        return value.replace("\x00", "")[:MAX_COLUMN_CHARS]
+    return value
+
+
+def _frames_json(p: ParsedInstance) -> str:
+    """The ``frames`` column: per frame, its ``[offset, length]`` ranges (JSON)."""
+    if not p.frames:
+        return "[]"
+    return _dumps([[[r.offset, r.length] for r in frame] for frame in p.frames])
+
+
+def _bulk_json(p: ParsedInstance) -> str:
+    """The ``bulk`` column: bulk key to ``[offset, length]`` (JSON)."""
+    if not p.bulk:
+        return "{}"
+    return _dumps({k: [r.offset, r.length] for k, r in p.bulk.items()})
 
 
 def _changes(
     conn: Connection, tenant_id: int, kind: str, parsed: list[ParsedInstance], now: float
 ) -> None:
-    conn.execute(
-        insert(t.change),
+    _run(
+        conn,
+        "INSERT INTO change (tenant_id, kind, level, study_uid, series_uid, sop_uid, at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
         [
-            {
-                "tenant_id": tenant_id,
-                "kind": kind,
-                "level": "instance",
-                "study_uid": p.study_instance_uid,
-                "series_uid": p.series_instance_uid,
-                "sop_uid": p.sop_instance_uid,
-                "at": now,
-            }
+            (
+                tenant_id,
+                kind,
+                "instance",
+                p.study_instance_uid,
+                p.series_instance_uid,
+                p.sop_instance_uid,
+                now,
+            )
             for p in parsed
         ],
     )

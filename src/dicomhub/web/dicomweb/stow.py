@@ -181,17 +181,15 @@ class _Part:
 
     def _write(self, chunks: list[bytes]) -> None:
         if self.spool is None:
-            self.spool = Spool(self.tmp_dir, self.max_bytes, hash_on_write=False)
-        for chunk in chunks:
-            self.spool.write(chunk)
+            self.spool = Spool(self.tmp_dir, self.max_bytes)
+        self.spool.write_many(chunks)  # one writev, hashed as written, no join
 
-    def to_spool(self) -> Spool:
-        """Write what is buffered and close the spool (runs in a worker thread)."""
+    def to_spool(self) -> tuple[Spool, str | None]:
+        """Write what is buffered, close the spool, return it and its SHA-256 (worker thread)."""
         chunks, self.chunks, self.buffered = self.chunks, [], 0
-        self._write([b"".join(chunks)] if len(chunks) > 1 else chunks)
+        self._write(chunks)
         assert self.spool is not None
-        self.spool.finish()
-        return self.spool
+        return self.spool, self.spool.finish()
 
     def discard(self) -> None:
         """Drop the part (its spool file, if any)."""
@@ -213,11 +211,11 @@ class _Pipeline:
 
     def _prepare_sync(self, part: _Part) -> ingest.Prepared:
         try:
-            spool = part.to_spool()
+            spool, sha256 = part.to_spool()
         except BaseException:
             part.discard()
             raise
-        return ingest.prepare(self.archive, spool, None, expected_study=self.study)
+        return ingest.prepare(self.archive, spool, sha256, expected_study=self.study)
 
     async def _prepare(self, part: _Part) -> ingest.Prepared | errors.DicomhubError:
         try:
