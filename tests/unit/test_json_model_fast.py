@@ -2,14 +2,16 @@
 
 The pydicom path (``pydicom.dcmread`` + :func:`dicomhub.dicom.json_model.dataset_to_json`) is
 the reference implementation: it is what parse_instance did before the fast path and is still
-its fallback. Every sample file, every bench corpus file (when generated locally) and randomly
-built values of every VR must give the very same ParsedInstance, or the same error.
+its fallback. Every sample file, a small corpus made by the bench generator and randomly built
+values of every VR must give the very same ParsedInstance, or the same error.
 """
 
 from __future__ import annotations
 
 import random
 import struct
+import subprocess
+import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +32,14 @@ from tests.samples import MANIFEST, SAMPLES
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "corpus"
+#: The bench corpus generator, shared next to the sample set.
+GEN_CORPUS = SAMPLES.parent / "bench" / "gen_corpus.py"
+#: Small versions of the bench presets: CT 512x512 with multi-frame US RGB and Enhanced MR, and
+#: the 8x8 "tiny" images of many patients.
+CORPUS_ARGS = {
+    "main": ["--instances", "6", "--patients", "2", "--multiframe", "2", "--mf-frames", "3"],
+    "tiny": ["--tiny", "--instances", "12"],
+}
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 
 
@@ -112,16 +121,20 @@ def test_walk_matches_offsets_walker() -> None:
         assert fast.walk == walk, str(path)
 
 
-def _bench_files(name: str) -> list[Path]:
-    return sorted((BENCH / name).rglob("*.dcm")) if (BENCH / name).is_dir() else []
+def _generate_corpus(preset: str, out: Path) -> list[Path]:
+    """Run the bench generator (deterministic output) for a small corpus of ``preset``."""
+    if not GEN_CORPUS.is_file():
+        pytest.fail(f"bench corpus generator missing at {GEN_CORPUS}")
+    args = [sys.executable, str(GEN_CORPUS), "--out", str(out), "--workers", "1"]
+    subprocess.run([*args, *CORPUS_ARGS[preset]], check=True, capture_output=True, timeout=300)
+    return sorted(out.rglob("*.dcm"))
 
 
-@pytest.mark.parametrize("corpus", ["quick-main", "quick-tiny"])
-def test_bench_corpus_matches_reference(corpus: str) -> None:
-    """The locally generated bench corpus (absent in CI) takes the fast path, unchanged."""
-    files = _bench_files(corpus)
-    if not files:
-        pytest.skip(f"bench/corpus/{corpus} not generated")
+@pytest.mark.parametrize("preset", sorted(CORPUS_ARGS))
+def test_bench_corpus_matches_reference(preset: str, tmp_path: Path) -> None:
+    """Instances like the bench corpus take the fast path and parse exactly as pydicom does."""
+    files = _generate_corpus(preset, tmp_path / preset)
+    assert len(files) >= 8
     for path in files:
         assert _fast_path_taken(path), str(path)
         _assert_same(path)
