@@ -7,14 +7,16 @@ import json
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
 from typing import Any
 
 import uvicorn
+from starlette.applications import Starlette
 
 from dicomhub.cli.common import add_storage_args, settings_from, setup_logging
 from dicomhub.config import Settings
-from dicomhub.dimse.server import DimseServer
+from dicomhub.dimse.server import DimseServer, reset_shared
 from dicomhub.services.archive import Archive
 from dicomhub.web.app import create_app
 
@@ -86,13 +88,37 @@ ACCESS_LOG_ENV = "DICOMHUB_ACCESS_LOG"
 
 
 def worker_app() -> Any:
-    """The app of one server process (uvicorn factory; settings come from the parent)."""
+    """The app of one server process (uvicorn factory; settings come from the parent).
+
+    Each process also serves DIMSE on the shared port (unless ``dimse_port`` is 0), started and
+    stopped with the app's lifespan.
+    """
     settings = Settings.model_validate_json(os.environ[SETTINGS_ENV])
     setup_logging(settings.log_level)
-    app: Any = create_app(settings, migrate=False)
+    starlette = create_app(settings, migrate=False)
+    if settings.dimse_port:
+        _serve_dimse_with(starlette, settings)
+    app: Any = starlette
     if os.environ.get(ACCESS_LOG_ENV) == "1":
         app = AccessLog(app)
     return app
+
+
+def _serve_dimse_with(app: Starlette, settings: Settings) -> None:
+    """Run a DIMSE server over the app's archive for as long as the app's lifespan."""
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(a: Starlette) -> AsyncIterator[Any]:
+        server = DimseServer(app.state.archive, settings, shared=settings.process_count > 1)
+        server.start()
+        try:
+            async with inner(a) as state:
+                yield state
+        finally:
+            server.stop()
+
+    app.router.lifespan_context = lifespan
 
 
 def run(args: argparse.Namespace) -> int:
@@ -102,13 +128,10 @@ def run(args: argparse.Namespace) -> int:
     by default (all sharing the index and the blob store, exactly as stateless nodes do);
     ``--workers 1`` keeps a single process. The parent migrates the index first.
 
-    The DIMSE server (``--dimse-port``, 0 = off) runs exactly once, in this parent process,
-    started before ``uvicorn.run`` and stopped after it returns. It cannot live in the app's
-    lifespan: every HTTP worker process runs that lifespan, and only one process can own the
-    DIMSE port (pynetdicom's server is not built for ``SO_REUSEPORT`` sharing, and the
-    per-AE association limits need one process to count them). uvicorn's workers are spawned
-    processes, so they do not inherit its threads. The parent otherwise only supervises its
-    workers, so its interpreter is free for DIMSE work.
+    The DIMSE server (``--dimse-port``, 0 = off) runs in every server process, on one port
+    shared with ``SO_REUSEPORT`` (the kernel spreads associations over the processes, so C-STORE
+    uses every core as STOW-RS does); the association limits are counted across the processes
+    in a shared table (:mod:`dicomhub.dimse.limits`), which this parent resets first.
     """
     settings = settings_from(args, **({"workers": args.workers} if args.workers else {}))
     setup_logging(settings.log_level)
@@ -126,28 +149,10 @@ def run(args: argparse.Namespace) -> int:
         settings.base_path,
         settings.process_count,
     )
-    dimse = start_dimse(settings)
-    try:
-        _run_http(settings)
-    finally:
-        if dimse is not None:
-            dimse.stop()
-            dimse.archive.close()
+    if settings.dimse_port:
+        reset_shared(settings)
+    _run_http(settings)
     return 0
-
-
-def start_dimse(settings: Settings) -> DimseServer | None:
-    """Start the DIMSE server over its own archive handle, unless ``dimse_port`` is 0."""
-    if not settings.dimse_port:
-        return None
-    archive = Archive.open(settings, migrate=False)
-    server = DimseServer(archive, settings)
-    try:
-        server.start()
-    except BaseException:
-        archive.close()
-        raise
-    return server
 
 
 def _run_http(settings: Settings) -> None:

@@ -277,6 +277,9 @@ class Association:
             kind, body = self._read_pdu(self.read_limit)
             if kind == pdu.RELEASE_RQ:
                 self._discard(msg)
+                # Leave the books first: the peer may open its next association the moment
+                # it reads A-RELEASE-RP, and must find this one's capacity free.
+                self.server.gateway.leave(self)
                 self._send_quietly(pdu.encode_release_rp())
                 raise Closed
             if kind == pdu.ABORT:

@@ -14,12 +14,14 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, Final
 
 from pydicom.dataset import Dataset
 
 from dicomhub.config import Settings
 from dicomhub.dimse import status as st
+from dicomhub.dimse.limits import AssociationTable
 from dicomhub.dimse.query import key_text, parse_identifier, query_level, result_identifier
 from dicomhub.dimse.transfer import StoredRef, configure, contexts_for
 from dicomhub.domain.query import Level
@@ -55,8 +57,9 @@ class Gateway:
         self.archive = archive
         self.settings = settings
         self.base_url = f"http://{settings.host}:{settings.port}{settings.base_path}"
-        self._peers: dict[int, peers.RemoteAE] = {}
+        self._slots: dict[int, int] = {}
         self._lock = threading.Lock()
+        self.table = AssociationTable(table_path(settings), settings.dimse_max_associations)
 
     # -----------------------------------------------------------------------------------------
     # association policy (PS3.8 §7.1.1.2: A-ASSOCIATE-RJ result/source/diagnostic)
@@ -87,31 +90,26 @@ class Gateway:
         if peer is None:
             log.warning("association from an unknown AE at %s rejected", address)
             return (1, 1, 3)  # permanent, user, calling AE title not recognised
+        slot = self.table.claim(
+            peer.tenant_id, peer.ae_title, settings.dimse_max_associations_per_ae
+        )
+        if slot is None:
+            log.warning("association from %s rejected: association limit reached", address)
+            return (2, 3, 2)  # transient, presentation, local limit exceeded
         with self._lock:
-            mine = sum(
-                1
-                for p in self._peers.values()
-                if (p.tenant_id, p.ae_title) == (peer.tenant_id, peer.ae_title)
-            )
-            if (
-                len(self._peers) >= settings.dimse_max_associations
-                or mine >= settings.dimse_max_associations_per_ae
-            ):
-                log.warning("association from %s rejected: association limit reached", address)
-                return (2, 3, 2)  # transient, presentation, local limit exceeded
-            self._peers[id(owner)] = peer
+            self._slots[id(owner)] = slot
         return peer
 
     def leave(self, owner: object) -> None:
-        """Forget an association (it ended)."""
+        """Forget an association (it ended): its slot in the association table is freed."""
         with self._lock:
-            self._peers.pop(id(owner), None)
+            slot = self._slots.pop(id(owner), None)
+        if slot is not None:
+            self.table.release(slot)
 
-    @property
-    def active(self) -> int:
-        """Associations admitted and not yet ended."""
-        with self._lock:
-            return len(self._peers)
+    def close(self) -> None:
+        """Release the association table."""
+        self.table.close()
 
     # -----------------------------------------------------------------------------------------
     # services
@@ -233,6 +231,11 @@ class Gateway:
             max_limit=MAX_SUBOPERATIONS,
         )
         return retrieve.match_instances(self.archive, peer.tenant_id, query)
+
+
+def table_path(settings: Settings) -> Path:
+    """The association table of the DIMSE port (see :mod:`dicomhub.dimse.limits`)."""
+    return settings.data_dir / "run" / f"dimse-{settings.dimse_port}.associations"
 
 
 #: ``(result, source, reason/diagnostic)`` of an A-ASSOCIATE-RJ (PS3.8 Table 9-21).

@@ -20,11 +20,13 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 from typing import Final
 
 from dicomhub.config import Settings
 from dicomhub.dimse.association import Association
-from dicomhub.dimse.handlers import Gateway
+from dicomhub.dimse.handlers import Gateway, table_path
+from dicomhub.dimse.limits import AssociationTable
 from dicomhub.dimse.transfer import configure
 from dicomhub.services.archive import Archive
 
@@ -44,9 +46,18 @@ def storage_syntaxes() -> frozenset[str]:
 class DimseServer:
     """A running DIMSE SCP over an archive."""
 
-    def __init__(self, archive: Archive, settings: Settings) -> None:
+    def __init__(self, archive: Archive, settings: Settings, *, shared: bool = False) -> None:
+        """A server over ``archive``; ``shared``: other processes serve the same port.
+
+        A shared server binds with ``SO_REUSEPORT`` and keeps the association table it finds
+        (the process that starts the others resets it, see :func:`reset_shared`); a server of
+        its own starts a fresh table.
+        """
         self.archive = archive
         self.settings = settings
+        self.shared = shared
+        if not shared:
+            AssociationTable.reset(table_path(settings))
         self.gateway = Gateway(archive, settings)
         self.storage_syntaxes = storage_syntaxes()
         self._sock: socket.socket | None = None
@@ -72,7 +83,7 @@ class DimseServer:
         configure()  # pynetdicom as the C-MOVE client: raw sends, TCP_NODELAY, no PHI logs
         host = self.settings.dimse_host or self.settings.host
         self._sock = socket.create_server(
-            (host, self.settings.dimse_port), backlog=LISTEN_BACKLOG, reuse_port=False
+            (host, self.settings.dimse_port), backlog=LISTEN_BACKLOG, reuse_port=self.shared
         )
         self._stopping.clear()
         self._thread = threading.Thread(target=self._accept, name="dimse-server", daemon=True)
@@ -125,4 +136,13 @@ class DimseServer:
             assoc.abort()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        deadline = time.monotonic() + 5
+        while self.active_associations and time.monotonic() < deadline:
+            time.sleep(0.02)
         self._sock = None
+        self.gateway.close()
+
+
+def reset_shared(settings: Settings) -> None:
+    """Before starting the processes that share the DIMSE port: a fresh association table."""
+    AssociationTable.reset(table_path(settings))
