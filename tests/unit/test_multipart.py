@@ -33,7 +33,7 @@ def collect(events: Iterable[Event]) -> list[Part]:
     """Turns an event sequence into parts, asserting the Start, Data*, End grammar."""
     parts: list[Part] = []
     headers: dict[str, str] | None = None
-    chunks: list[bytes] = []
+    chunks: list[bytes | memoryview] = []
     for event in events:
         if isinstance(event, PartStart):
             assert headers is None, "PartStart inside a part"

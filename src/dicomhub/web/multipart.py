@@ -47,9 +47,13 @@ class PartStart:
 
 @dataclass(frozen=True, slots=True)
 class PartData:
-    """A chunk of the current part's body; a part may yield many, or none if it is empty."""
+    """A chunk of the current part's body; a part may yield many, or none if it is empty.
 
-    data: bytes
+    ``data`` may be a memoryview of the fed chunk (part bytes are not copied on their way
+    through the parser); it stays valid as long as the consumer keeps it.
+    """
+
+    data: bytes | memoryview
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +185,10 @@ class MultipartParser:
         self._received += len(data)
         if self._state == _EPILOGUE:
             return []  # RFC 2046 §5.1.1: the epilogue is to be ignored.
+        if self._state == _BODY:
+            fast = self._body_without_delimiter(data)
+            if fast is not None:
+                return fast
         self._buf = self._buf + data if self._buf else bytes(data)
         events: list[Event] = []
         try:
@@ -337,6 +345,31 @@ class MultipartParser:
         self._parts += 1
         events.append(PartStart(headers))
         self._state = _BODY
+
+    def _body_without_delimiter(self, data: bytes) -> list[Event] | None:
+        """Part data in a chunk with no delimiter in sight, without copying it; else ``None``.
+
+        The common case of a large part: the chunk and the bytes held back before it hold no
+        delimiter, so all but the last ``keep`` bytes are part data (those may begin one). The
+        events and the bytes held back are those of the general path, with the held-back bytes
+        as an event of their own and the chunk passed on as a view.
+        """
+        keep = self._keep
+        size = len(data)
+        if size <= keep:
+            return None
+        # A delimiter starting in the held-back bytes ends within the first `keep` bytes of data.
+        if (self._buf + data[:keep]).find(self._delimiter) >= 0:
+            return None
+        if data.find(self._delimiter) >= 0:
+            return None
+        events: list[Event] = []
+        if self._buf:
+            events.append(PartData(self._buf))
+        view = memoryview(data)
+        events.append(PartData(view[: size - keep]))
+        self._buf = bytes(view[size - keep :])
+        return events
 
     def _read_body(self, events: list[Event]) -> bool:
         buf = self._buf

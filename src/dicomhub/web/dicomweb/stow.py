@@ -161,12 +161,12 @@ class _Part:
     def __init__(self, tmp_dir: Path, max_bytes: int) -> None:
         self.tmp_dir = tmp_dir
         self.max_bytes = max_bytes
-        self.chunks: list[bytes] = []
+        self.chunks: list[bytes | memoryview] = []
         self.buffered = 0
         self.size = 0
         self.spool: Spool | None = None
 
-    async def write(self, data: bytes) -> None:
+    async def write(self, data: bytes | memoryview) -> None:
         """Append data; raises PayloadTooLarge past the instance bound."""
         self.size += len(data)
         if self.size > self.max_bytes:
@@ -179,7 +179,7 @@ class _Part:
             chunks, self.chunks, self.buffered = self.chunks, [], 0
             await run_in_threadpool(self._write, chunks)
 
-    def _write(self, chunks: list[bytes]) -> None:
+    def _write(self, chunks: list[bytes | memoryview]) -> None:
         if self.spool is None:
             self.spool = Spool(self.tmp_dir, self.max_bytes)
         self.spool.write_many(chunks)  # one writev, hashed as written, no join
