@@ -155,13 +155,12 @@ def pg_start(work: Path, state: dict) -> None:
 
 
 def pg_alive(pg: dict) -> bool:
-    r = subprocess.run(
-        [str(Path(pg["bindir"]) / "pg_ctl"), "-D", pg["data"], "status"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return r.returncode == 0
+    """Whether the cluster's postmaster runs (``pg_ctl status`` refuses root, so read its PID)."""
+    try:
+        pid = int((Path(pg["data"]) / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return False
+    return pid_alive(pid, pg["data"])
 
 
 def pg_stop(state: dict) -> None:

@@ -11,6 +11,11 @@
 #   DICOMHUB_BENCH_ARGS   extra `serve` arguments (default "--no-access-log", like Orthanc which does not log
 #                         each request; set it to "" to keep the access log, or e.g. "--index ... --blobs ...")
 #   DICOMHUB_START_TIMEOUT seconds to wait for the server to answer (60)
+#   DICOMHUB_BENCH_INDEX / DICOMHUB_BENCH_BLOBS  index and blob store URLs (default: SQLite and files in
+#                         the data dir); exported as DICOMHUB_INDEX / DICOMHUB_BLOBS for `serve` and `ae add`
+#                         (S3 settings come from DICOMHUB_S3_* in the environment)
+#   DICOMHUB_BENCH_RESET_HOOK  command run by `reset` between stop and start, to empty an external index
+#                         and blob store (run.sh --backends pg+s3 sets it to `backends.py reset`)
 #
 # Only the PID recorded in $DICOMHUB_BENCH_DIR/dicomhub.pid is ever signalled, and only if its command
 # line still names our data dir.  `start` refuses to run when something else already listens on the
@@ -29,6 +34,8 @@ TIMEOUT="${DICOMHUB_START_TIMEOUT:-60}"
 PIDFILE="$DIR/dicomhub.pid"
 DATA="$DIR/data"
 URL="http://127.0.0.1:$HTTP/dicomweb"
+if [[ -n "${DICOMHUB_BENCH_INDEX:-}" ]]; then export DICOMHUB_INDEX="$DICOMHUB_BENCH_INDEX"; fi
+if [[ -n "${DICOMHUB_BENCH_BLOBS:-}" ]]; then export DICOMHUB_BLOBS="$DICOMHUB_BENCH_BLOBS"; fi
 
 running_pid() {
   [[ -f "$PIDFILE" ]] || return 1
@@ -88,7 +95,13 @@ stop() {
 case "${1:-}" in
   start) start ;;
   stop) stop ;;
-  reset) stop; rm -rf "$DATA"; start ;;
+  reset)
+    stop; rm -rf "$DATA"
+    if [[ -n "${DICOMHUB_BENCH_RESET_HOOK:-}" ]]; then
+      # shellcheck disable=SC2086
+      $DICOMHUB_BENCH_RESET_HOOK >&2 || { echo "reset hook failed: $DICOMHUB_BENCH_RESET_HOOK" >&2; exit 1; }
+    fi
+    start ;;
   status) if pid="$(running_pid)"; then echo "running pid=$pid"; else echo "not running"; exit 1; fi ;;
   pid) running_pid || true ;;
   info) echo "bin=$BIN data=$DATA log=$DIR/dicomhub.log dicomweb=$URL dimse=127.0.0.1:$DIMSE" ;;

@@ -26,8 +26,13 @@ the ``ingest`` phase, so ``--only qido`` works from any state.
 Every argument other than the ones below goes to ``run_all.py`` unchanged
 (``--target-file``, ``--only``, ``--skip``, ``--repeats``, ``--corpus``, ``--out``, ...).
 
+* ``bench_render.run`` also gets two extra cases measured here (the harness has no such case):
+  all frames of each 76-frame instance as PNG in ONE request (``/rendered?frames=all`` with
+  ``Accept: multipart/related; type="image/png"``) and the same frames fetched one by one
+  (``/frames/{n}/rendered``), both timed per whole instance (see ``all_frames_cases``).
+
   harness_run.py [--harness DIR] [--dimse auto|on|off] [--render auto|on|off]
-                 [--version-cmd CMD] -- <run_all args>
+                 [--allframes N] [--backend-label L] [--version-cmd CMD] -- <run_all args>
 """
 
 from __future__ import annotations
@@ -151,7 +156,152 @@ def probe_wado_cases(target, m) -> dict:
     return out
 
 
-def install_guards(dimse_mode: str, render_mode: str):
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+ACCEPT_MULTIPART_PNG = 'multipart/related; type="image/png"'
+
+
+def _case(name, fmt, frames, lat_s, wall, nbytes, n_inst, **extra):
+    """A render case in the harness's shape (its table printer reads frames_per_s, latency)."""
+    from benchlib import lat_stats
+
+    return dict(
+        endpoint=name,
+        format=fmt,
+        concurrency=1,
+        frames=frames,
+        instances=n_inst,
+        wall_s=round(wall, 3),
+        frames_per_s=round(frames / wall, 1) if wall > 0 else None,
+        latency=lat_stats(lat_s),  # per whole instance (all of its frames)
+        avg_bytes=int(nbytes / max(1, n_inst)),
+        **extra,
+    )
+
+
+def _unsupported_case(name, why):
+    return dict(
+        endpoint=name, unsupported=True, reason=why, frames_per_s=None, latency={"p50_ms": None}
+    )
+
+
+def count_parts(r) -> tuple[int, int]:
+    """(multipart parts, PNG images) of a multipart/related answer."""
+    ctype = r.headers.get("content-type", "")
+    boundary = None
+    for p in ctype.split(";"):
+        k, _, v = p.strip().partition("=")
+        if k.lower() == "boundary":
+            boundary = v.strip('"')
+    body = r.content
+    parts = body.count(b"--" + boundary.encode() + b"\r\n") if boundary else 0
+    return parts, body.count(PNG_SIGNATURE)
+
+
+def all_frames_cases(target, m, n_instances=4, reps=1) -> dict:
+    """Every frame of a multi-frame instance as PNG, timed per whole instance.
+
+    * ``mf_allframes_one_request|png``: ONE request,
+      ``GET .../instances/{sop}/rendered?frames=all`` with
+      ``Accept: multipart/related; type="image/png"`` (dicomhub's ``frames`` parameter; without
+      it an instance-level PNG is frame 1 only). The answer must hold one PNG part per frame,
+      else the case is "unsupported". One untimed warm-up pass first (its times are kept as
+      ``cold_ms``), then ``reps`` timed passes, like the harness's warm-cache render cases.
+    * ``mf_allframes_sequential|png``: the frames fetched one by one,
+      ``GET .../frames/{n}/rendered`` (``Accept: image/png``) for n = 1..N, sequentially: what a
+      client of Orthanc's DICOMweb plugin has to do. The warm-up is one frame per instance
+      (each request re-parses the whole file on Orthanc anyway).
+    """
+    import time as _t
+
+    from benchlib import http_client, wado_path
+
+    mfs = [i for i in m["instances"] if i["frames"] > 1][:n_instances]
+    out: dict = {}
+    if not mfs:
+        return out
+    client = http_client(1)
+    base = target.base_url
+    one = "mf_allframes_one_request"
+    try:
+        lat, nbytes, frames, cold, bad = [], 0, 0, [], None
+        for rep in range(reps + 1):
+            for inst in mfs:
+                url = f"{wado_path(base, inst)}/rendered?frames=all"
+                t0 = _t.perf_counter()
+                r = client.get(url, headers={"Accept": ACCEPT_MULTIPART_PNG})
+                body = r.content
+                dt_ = _t.perf_counter() - t0
+                if rep == 0:
+                    parts, pngs = count_parts(r) if r.status_code == 200 else (0, 0)
+                    if r.status_code != 200 or parts != inst["frames"] or pngs != inst["frames"]:
+                        bad = (
+                            f"HTTP {r.status_code} {r.headers.get('content-type', '')[:60]}, "
+                            f"{parts} parts / {pngs} PNGs for {inst['frames']} frames"
+                        )
+                        break
+                    cold.append(dt_)
+                    continue
+                lat.append(dt_)
+                nbytes += len(body)
+                frames += inst["frames"]
+            if bad:
+                break
+        if bad:
+            out[f"{one}|png|c1"] = _unsupported_case(one, bad)
+        else:
+            out[f"{one}|png|c1"] = _case(
+                one,
+                "image/png",
+                frames,
+                lat,
+                sum(lat),
+                nbytes,
+                len(lat),
+                cold_ms=[round(x * 1000, 1) for x in cold],
+                request="GET .../rendered?frames=all, " + ACCEPT_MULTIPART_PNG,
+            )
+        seq = "mf_allframes_sequential"
+        lat, nbytes, frames, errors = [], 0, 0, []
+        for inst in mfs:  # warm-up: one frame each
+            client.get(
+                f"{wado_path(base, inst)}/frames/1/rendered", headers={"Accept": "image/png"}
+            )
+        for _ in range(reps):
+            for inst in mfs:
+                t0 = _t.perf_counter()
+                size = 0
+                for n in range(1, inst["frames"] + 1):
+                    r = client.get(
+                        f"{wado_path(base, inst)}/frames/{n}/rendered",
+                        headers={"Accept": "image/png"},
+                    )
+                    size += len(r.content)
+                    if r.status_code != 200 or not r.content.startswith(PNG_SIGNATURE):
+                        errors.append(f"frame {n}: HTTP {r.status_code}")
+                lat.append(_t.perf_counter() - t0)
+                nbytes += size
+                frames += inst["frames"]
+        if errors and len(errors) == frames:
+            out[f"{seq}|png|c1"] = _unsupported_case(seq, errors[0])
+        else:
+            out[f"{seq}|png|c1"] = _case(
+                seq,
+                "image/png",
+                frames,
+                lat,
+                sum(lat),
+                nbytes,
+                len(lat),
+                n_errors=len(errors),
+                errors=errors[:3],
+                request="GET .../frames/{n}/rendered, n = 1..N in sequence, Accept: image/png",
+            )
+    finally:
+        client.close()
+    return out
+
+
+def install_guards(dimse_mode: str, render_mode: str, allframes_n: int = 4):
     import bench_cstore
     import bench_qido
     import bench_render
@@ -241,7 +391,10 @@ def install_guards(dimse_mode: str, render_mode: str):
             PROBES["render"] = why
             if not ok:
                 return dict(bench="render", unsupported=True, reason=why, cases={})
-        return orig_render(target, m, *a, **kw)
+        r = orig_render(target, m, *a, **kw)
+        if allframes_n > 0:
+            r.setdefault("cases", {}).update(all_frames_cases(target, m, allframes_n))
+        return r
 
     bench_cstore.run = cstore
     bench_qido.run_cfind = cfind
@@ -295,6 +448,13 @@ def main(argv=None):
     ap.add_argument(
         "--version-cmd", help="shell command printing the server version (recorded in the JSON)"
     )
+    ap.add_argument(
+        "--allframes",
+        type=int,
+        default=4,
+        help="render phase: multi-frame instances for the all-frames PNG cases (0 = off)",
+    )
+    ap.add_argument("--backend-label", help="recorded in bench_meta (e.g. embedded, pg+s3)")
     if "--" not in argv and ("-h" in argv or "--help" in argv):
         ap.print_help()
         print("\nrun_all.py arguments (after --): see `run_all.py --help` in the harness folder")
@@ -311,7 +471,7 @@ def main(argv=None):
     sys.path.insert(0, str(harness))
     import run_all
 
-    install_guards(a.dimse, a.render)
+    install_guards(a.dimse, a.render, a.allframes)
     preload_if_needed(run_all, rest)
     rc = run_all.main(rest)
     add_meta(rest, a)
@@ -340,6 +500,8 @@ def add_meta(rest, a):
         dimse_mode=a.dimse,
         render_mode=a.render,
         harness=str(Path(a.harness).resolve()),
+        backend=a.backend_label,
+        run_sh_args=os.environ.get("BENCH_RUN_ARGS"),
         git_head=sh("git rev-parse HEAD 2>/dev/null"),
         git_dirty=bool(sh("git status --porcelain 2>/dev/null")),
     )

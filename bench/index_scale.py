@@ -365,8 +365,14 @@ def time_mix(base: str, mix: dict, reps: int) -> dict:
 
 
 # ------------------------------------------------------------------ plans --
-def compiled_sql(path: str, params: dict, dialect: str) -> str:
-    from sqlalchemy.dialects import postgresql, sqlite
+def compiled_sql(path: str, params: dict, dialect: str) -> tuple[str, str, object]:
+    """dicomhub's statement for one QIDO request: (literal SQL, SQL with bound parameters, params).
+
+    The server binds its values (``?`` on SQLite, server-side parameters through psycopg 3 on
+    PostgreSQL), which can change the plan, so the plans below are taken with bound values too.
+    """
+    from sqlalchemy.dialects import sqlite
+    from sqlalchemy.dialects.postgresql import psycopg as pg_psycopg
 
     from dicomhub.domain.query import Level
     from dicomhub.storage.index.queries import search_statement
@@ -384,8 +390,12 @@ def compiled_sql(path: str, params: dict, dialect: str) -> str:
     except Exception:
         json_levels = (Level.PATIENT, Level.STUDY)
     stmt = search_statement(query, 1, json_levels)
-    d = postgresql.dialect() if dialect == "pg" else sqlite.dialect()
-    return str(stmt.compile(dialect=d, compile_kwargs={"literal_binds": True}))
+    d = pg_psycopg.dialect() if dialect == "pg" else sqlite.dialect()
+    literal = str(stmt.compile(dialect=d, compile_kwargs={"literal_binds": True}))
+    c = stmt.compile(dialect=d)
+    if dialect == "pg":
+        return literal, str(c), dict(c.params)
+    return literal, str(c), [c.params[k] for k in c.positiontup]
 
 
 def explain_all(backend: str, per_query: dict, conn_info) -> dict:
@@ -394,42 +404,41 @@ def explain_all(backend: str, per_query: dict, conn_info) -> dict:
     for kind, pq in per_query.items():
         path, params = pq["slowest"]["path"], pq["slowest"]["params"]
         try:
-            sql = compiled_sql(path, params, backend)
+            literal, sql, args = compiled_sql(path, params, backend)
         except Exception as e:
             out[kind] = dict(error=f"{type(e).__name__}: {e}")
             continue
         try:
+            ts = []
             if backend == "pg":
                 import psycopg
 
-                with psycopg.connect(conn_info, autocommit=True) as c:
-                    ts = []
+                with psycopg.connect(conn_info, autocommit=True, prepare_threshold=None) as c:
                     for _ in range(6):
                         t0 = time.perf_counter()
-                        c.execute(sql).fetchall()
+                        c.execute(sql, args).fetchall()
                         ts.append(time.perf_counter() - t0)
-                    plan = c.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql).fetchall()
+                    plan = c.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql, args).fetchall()
                     plan_txt = "\n".join(r[0] for r in plan)
             else:
                 c = sqlite3.connect(conn_info)
-                c.execute("PRAGMA case_sensitive_like=ON")
-                ts = []
+                c.execute("PRAGMA case_sensitive_like=ON")  # as the server's connections
                 for _ in range(6):
                     t0 = time.perf_counter()
-                    c.execute(sql).fetchall()
+                    c.execute(sql, args).fetchall()
                     ts.append(time.perf_counter() - t0)
-                plan = c.execute("EXPLAIN QUERY PLAN " + sql).fetchall()
+                plan = c.execute("EXPLAIN QUERY PLAN " + sql, args).fetchall()
                 plan_txt = "\n".join(f"{r[0]}|{r[1]}| {r[3]}" for r in plan)
                 c.close()
             out[kind] = dict(
                 path=path,
                 params=params,
-                sql=sql,
+                sql=literal,
                 db_ms=round(sorted(ts[1:])[len(ts[1:]) // 2] * 1000, 3),
                 plan=plan_txt,
             )
         except Exception as e:
-            out[kind] = dict(sql=sql, error=f"{type(e).__name__}: {e}")
+            out[kind] = dict(sql=literal, error=f"{type(e).__name__}: {e}")
     return out
 
 

@@ -10,6 +10,9 @@ Ratio convention: every ratio is oriented so that **> 1 means dicomhub is better
   report.py --mode quick --out results/raw/RESULTS-quick.md
   report.py --orthanc A.json --dicomhub B.json --out RESULTS.md
   report.py --orthanc A.json --dicomhub A.json   (self-comparison, to test the report)
+
+The PostgreSQL + S3 run (``--pgs3``, raw ``dicomhub-pgs3-<mode>-*.json``) and the index-scale
+bench (``--scale``, raw ``index-scale-<mode>-*.json``) add their sections and bars when present.
 """
 
 from __future__ import annotations
@@ -409,8 +412,231 @@ class Run:
         return out
 
 
+RENDER_BARS = [
+    # label, Orthanc case, dicomhub case, required ratio, aim
+    (
+        "Rendered windowed CT, PNG, c1, frames/s (Orthanc: native `/instances/{id}/rendered`)",
+        "orthanc_rendered|png|c1",
+        "dicomweb_ct_instance|png|c1",
+        1.0,
+        2.0,
+    ),
+    (
+        "Rendered windowed CT, JPEG, c1, frames/s (Orthanc: native `/instances/{id}/rendered`)",
+        "orthanc_rendered|jpeg|c1",
+        "dicomweb_ct_instance|jpeg|c1",
+        1.0,
+        2.0,
+    ),
+    (
+        "One frame of a 76-frame instance, PNG, c1, frames/s (both: DICOMweb "
+        "`/frames/{n}/rendered`)",
+        "dicomweb_mf_frame|png|c1",
+        "dicomweb_mf_frame|png|c1",
+        5.0,
+        None,
+    ),
+    (
+        "One frame of a 76-frame instance, JPEG, c1, frames/s (both: DICOMweb "
+        "`/frames/{n}/rendered`)",
+        "dicomweb_mf_frame|jpeg|c1",
+        "dicomweb_mf_frame|jpeg|c1",
+        5.0,
+        None,
+    ),
+    (
+        "All 76 frames as PNG, frames/s (dicomhub: ONE request `/rendered?frames=all`, "
+        "multipart; Orthanc: 76 sequential DICOMweb `/frames/{n}/rendered`)",
+        "mf_allframes_sequential|png|c1",
+        "mf_allframes_one_request|png|c1",
+        10.0,
+        None,
+    ),
+]
+
+
+def render_bar_rows(o, d):
+    rows = []
+    for label, ok, dk, need, aim in RENDER_BARS:
+        ov, dv = med(o.render(ok)), med(d.render(dk))
+        r = ratio(ov, dv, True)
+        if r is not None:
+            v = verdict(r, need, aim)
+        else:
+            why = d.render_reason(dk) if isinstance(dv, NA) else o.render_reason(ok)
+            v = str(dv if isinstance(dv, NA) else ov) + (f" ({why})" if why else "")
+        req = f"≥ {need:g}× faster" + (f" (aim {aim:g}×)" if aim else "")
+        rows.append([label, fnum(ov), fnum(dv), fratio(r), req, v])
+    return rows
+
+
+def pgs3_bar_rows(d, p):
+    if p is None:
+        return []
+    rows = []
+    for pfx in ("stow_c1", "stow_c4"):
+        ev, pv = med(d.ingest(pfx, "instances_per_s")), med(p.ingest(pfx, "instances_per_s"))
+        r = ratio(ev, pv, True)
+        cav = f"{p.ingest_errors(pfx)} errors/failed instances" if p.ingest_errors(pfx) else None
+        rows.append(
+            [
+                f"STOW-RS ingest {pfx[-2:]} on PostgreSQL + SeaweedFS vs embedded, inst/s",
+                f"{fnum(ev)} (embedded)",
+                fnum(pv),
+                fratio(r),
+                "≥ 0.7× embedded",
+                verdict(r, 0.7, None, cav) if r is not None else str(pv),
+            ]
+        )
+    return rows
+
+
+def scale_bar_rows(scale):
+    if scale is None:
+        return []
+    rows = []
+    n = scale.get("sizes", {}).get("instances", 0)
+    budget = scale.get("budget_ms", 20.0)
+    for b, res in scale.get("backends", {}).items():
+        name = SCALE_NAMES.get(b, b)
+        p95 = res.get("overall", {}).get("p95_ms")
+        rows.append(
+            [
+                f"QIDO mix at {n:,} instances on {name}, p95 pooled, ms",
+                "–",
+                fnum(p95),
+                "–",
+                f"< {budget:g} ms",
+                abs_verdict(p95, budget),
+            ]
+        )
+        per = res.get("per_query", {})
+        if per:
+            k = max(per, key=lambda k: per[k].get("p95_ms") or 0)
+            over = [x for x in per if (per[x].get("p95_ms") or 0) >= budget]
+            rows.append(
+                [
+                    f"QIDO at {n:,} on {name}, worst kind ({k}), p95 ms"
+                    + (f"; {len(over)} of {len(per)} kinds over budget" if over else ""),
+                    "–",
+                    fnum(per[k].get("p95_ms")),
+                    "–",
+                    f"< {budget:g} ms for every kind",
+                    abs_verdict(per[k].get("p95_ms"), budget),
+                ]
+            )
+    return rows
+
+
+SCALE_NAMES = {"sqlite": "SQLite", "pg": "PostgreSQL"}
+SCALE_LABEL = {
+    **QIDO_LABEL,
+    "by_name_wildcard": "PatientName=FAMn*",
+    "by_name_fuzzy": "PatientName=famn, fuzzymatching=true",
+}
+SCALE_KINDS = [*QIDO_KINDS[:2], "by_name_fuzzy", *QIDO_KINDS[2:]]
+
+
+def scale_section(scale):
+    """The index-scale bench: one table per backend, and the plans of the slow kinds."""
+    z = scale.get("sizes", {})
+    budget = scale.get("budget_ms", 20.0)
+    out = [
+        f"{z.get('instances', 0):,} instances ({z.get('studies', 0):,} studies of "
+        f"{z.get('patients', 0):,} patients, 2 series × 5 instances; every 10th patient in a "
+        "second tenant), index rows bulk-generated by `bench/index_scale.py` (no blobs), "
+        f"served by `dicomhub serve`. {scale.get('values')} values per kind drawn from the "
+        f"generated rows × {scale.get('reps')} passes after a warm-up pass, one keep-alive "
+        "client. Started "
+        f"{scale.get('started', '?')}, {scale.get('elapsed_s', '?')} s in all.",
+        "",
+    ]
+    slow = []
+    for b, res in scale.get("backends", {}).items():
+        name = SCALE_NAMES.get(b, b)
+        load = res.get("loadavg_1min")
+        out.append(
+            f"### {name} (index {res.get('index_bytes', 0) / 1e6:,.0f} MB, generated in "
+            f"{res.get('generate_s')} s"
+            + (f"; load average {load[0]} → {load[1]} while timing" if load else "")
+            + ")"
+        )
+        out.append("")
+        rows = []
+        per, plans = res.get("per_query", {}), res.get("plans", {})
+        for k in [k for k in SCALE_KINDS if k in per] + [k for k in per if k not in SCALE_KINDS]:
+            q = per[k]
+            pl = plans.get(k, {})
+            rows.append(
+                [
+                    SCALE_LABEL.get(k, k),
+                    fnum(q.get("results_mean"), 1),
+                    fnum(q.get("p50_ms")),
+                    fnum(q.get("p95_ms")),
+                    fnum(q.get("p99_ms")),
+                    f"{fnum(q.get('slowest', {}).get('p50_ms'))} / {fnum(pl.get('db_ms'))}",
+                    abs_verdict(q.get("p95_ms"), budget),
+                ]
+            )
+            if (q.get("p95_ms") or 0) >= budget:
+                slow.append((name, k, q, pl))
+        ov = res.get("overall", {})
+        rows.append(
+            [
+                "**all queries pooled**",
+                "",
+                fnum(ov.get("p50_ms")),
+                fnum(ov.get("p95_ms")),
+                fnum(ov.get("p99_ms")),
+                "",
+                abs_verdict(ov.get("p95_ms"), budget),
+            ]
+        )
+        out.append(
+            md_table(
+                [
+                    "query",
+                    "results",
+                    "p50 ms",
+                    "p95 ms",
+                    "p99 ms",
+                    "slowest value: HTTP p50 / its SQL alone, ms",
+                    f"p95 < {budget:g} ms",
+                ],
+                rows,
+            )
+        )
+        out.append("")
+        if res.get("n_errors"):
+            out.append(f"**{res['n_errors']} errors**: {res.get('errors')}")
+            out.append("")
+    out.append(
+        '"its SQL alone" is the statement dicomhub builds for the slowest value of the kind, run '
+        "in-process against the same database (median of 5 warm runs): when it is far below the "
+        "HTTP latency, the time goes to building the answer, not to the index."
+    )
+    out.append("")
+    if slow:
+        out.append("Plans of the kinds over budget (slowest value):")
+        out.append("")
+        for name, k, q, pl in slow:
+            ex = pl.get("params") or q.get("slowest", {}).get("params")
+            out.append(
+                f"<details><summary>{name} {k} ({pl.get('path', '')} {ex}): p95 "
+                f"{fnum(q.get('p95_ms'))} ms, SQL alone {fnum(pl.get('db_ms'))} ms</summary>"
+            )
+            out.append("")
+            out.append("```")
+            out.append(pl.get("plan") or pl.get("error") or "no plan recorded")
+            out.append("```")
+            out.append("")
+            out.append("</details>")
+            out.append("")
+    return out
+
+
 # ------------------------------------------------------------------ report --
-def build(o: Run, d: Run, title_note="") -> str:
+def build(o: Run, d: Run, title_note="", pgs3: Run | None = None, scale: dict | None = None) -> str:
     lines = []
     ro, rd = o.r, d.r
     corpus = ro.get("corpus", {})
@@ -465,6 +691,14 @@ def build(o: Run, d: Run, title_note="") -> str:
         f"{ro.get('started', '?')} (Orthanc) and {rd.get('started', '?')} (dicomhub); wall time "
         f"{ro.get('elapsed_s', '?')} s and {rd.get('elapsed_s', '?')} s."
     )
+    lines.append(f"* Orthanc run: {o.phases_note()}; dicomhub run: {d.phases_note()}.")
+    if pgs3 is not None:
+        lines.append(
+            f"* dicomhub on PostgreSQL + SeaweedFS: `{os.path.relpath(pgs3.path, BENCH_DIR)}`, "
+            f"{pgs3.phases_note()}, started {pgs3.r.get('started', '?')}."
+        )
+    if scale is not None:
+        lines.append(f"* Index scale: `{os.path.relpath(scale['_path'], BENCH_DIR)}`.")
     lines.append("")
     lines.append(
         "**Ratio convention: every ratio is oriented so that > 1 means dicomhub is better** — "
@@ -638,12 +872,26 @@ def build(o: Run, d: Run, title_note="") -> str:
                 verdict(r, 20.0) if r is not None else str(dv),
             ]
         )
+    rows += render_bar_rows(o, d)
     lines.append(
         md_table(
             ["bar", "Orthanc", "dicomhub", "ratio (>1 = dicomhub better)", "required", "verdict"],
             rows,
         )
     )
+    if pgs3 is not None or scale is not None:
+        lines.append("")
+        lines.append(
+            "Bars of the PostgreSQL + S3 issue (dicomhub against itself and against an absolute "
+            "budget):"
+        )
+        lines.append("")
+        lines.append(
+            md_table(
+                ["bar", "reference", "dicomhub", "ratio", "required", "verdict"],
+                pgs3_bar_rows(d, pgs3) + scale_bar_rows(scale),
+            )
+        )
     lines.append("")
     lines.append(
         "Growth rows show p95(large index) / p95(main corpus) for each server (lower is better), "
@@ -854,7 +1102,88 @@ def build(o: Run, d: Run, title_note="") -> str:
         if reason:
             lines.append("")
             lines.append(f"dicomhub render probe: {reason}.")
+        lines.append("")
+        lines.append(
+            "`dicomweb_*` cases: the harness's (60 CT instances, 24 random frames of the "
+            "multi-frame instances, each list warmed up once). `mf_allframes_*` cases "
+            "(`bench/harness_run.py`): every frame of each 76-frame instance as PNG, timed per "
+            "whole instance — `one_request` is `GET .../rendered?frames=all` with "
+            '`Accept: multipart/related; type="image/png"` (checked: one PNG part per frame), '
+            "`sequential` is 76 `GET .../frames/{n}/rendered` in a row; frames/s = frames / "
+            "wall time."
+        )
+        cold = [
+            c.get("cold_ms")
+            for rep in rd.get("render", [])
+            for k, c in rep.get("cases", {}).items()
+            if k.startswith("mf_allframes_one_request") and c.get("cold_ms")
+        ]
+        if cold:
+            lines.append(
+                f"dicomhub's first `?frames=all` request per instance (the untimed warm-up; "
+                f"decoded-frame cache only partly warm) took {cold[0]} ms."
+            )
     lines.append("")
+
+    # ---------------------------------------------------------------- pg + s3
+    if pgs3 is not None:
+        lines.append("## dicomhub on PostgreSQL + SeaweedFS (S3) vs the embedded default")
+        lines.append("")
+        lines.append(
+            "Same corpus and client; a throw-away PostgreSQL cluster and `weed mini` on loopback "
+            "(`bench/backends.py`), started by `run.sh`. Ratios are PG+S3 / embedded "
+            "(> 1 = PG+S3 better)."
+        )
+        lines.append("")
+        if pgs3.ran("ingest") or d.ran("ingest"):
+            lines.append(ingest_table(d, pgs3, "embedded", "PG+S3"))
+            lines.append("")
+        if "qido" in pgs3.r:
+            lines.append(f"QIDO-RS at the main corpus ({nm} instances), ms:")
+            lines.append("")
+            lines.extend(query_table(d, pgs3, "embedded", "PG+S3", "qido", "qido"))
+        if "wado" in pgs3.r:
+            rows = [
+                [
+                    f"whole study {c}, MB/s",
+                    fcell(d.wado(f"study_{c}", "mb_per_s")),
+                    fcell(pgs3.wado(f"study_{c}", "mb_per_s")),
+                    fratio(
+                        ratio(
+                            med(d.wado(f"study_{c}", "mb_per_s")),
+                            med(pgs3.wado(f"study_{c}", "mb_per_s")),
+                            True,
+                        )
+                    ),
+                ]
+                for c in ("c1", "c4")
+            ]
+            for case, label in (
+                ("series_metadata", "series /metadata"),
+                ("frame_ct", "frames/1 of a CT instance"),
+                ("frame_mf", "frames/N of a 76-frame instance"),
+            ):
+                dv, pv = d.wado(case, "p50_ms"), pgs3.wado(case, "p50_ms")
+                rows.append(
+                    [
+                        f"{label}, p50 ms",
+                        fcell(dv),
+                        fcell(pv),
+                        fratio(ratio(med(dv), med(pv), False)),
+                    ]
+                )
+            lines.append(md_table(["WADO-RS case", "embedded", "PG+S3", "ratio"], rows))
+            lines.append("")
+        errs = pgs3.errors()
+        lines.append("PG+S3 errors: " + ("none" if not errs else "; ".join(errs[:10])))
+        lines.append("")
+
+    # ---------------------------------------------------------------- index scale
+    if scale is not None:
+        n = scale.get("sizes", {}).get("instances", 0)
+        lines.append(f"## QIDO-RS at {n:,} instances (index scale), SQLite and PostgreSQL")
+        lines.append("")
+        lines.extend(scale_section(scale))
 
     # ---------------------------------------------------------------- baseline
     if "baseline" in ro or "baseline" in rd:
@@ -909,7 +1238,15 @@ def main(argv=None):
     ap.add_argument("--raw-dir", default=str(Path(BENCH_DIR) / "results" / "raw"))
     ap.add_argument("--out", default=str(Path(BENCH_DIR) / "RESULTS.md"))
     ap.add_argument("--note", default="", help="a line shown under the title")
+    ap.add_argument("--pgs3", help="raw JSON of the dicomhub PostgreSQL + S3 run (default: newest)")
+    ap.add_argument("--scale", help="raw JSON of index_scale.py (default: newest)")
     a = ap.parse_args(argv)
+    pp = a.pgs3 or newest(a.raw_dir, "dicomhub-pgs3", a.mode)
+    sp = a.scale or newest(a.raw_dir, "index-scale", a.mode)
+    scale = None
+    if sp:
+        with open(sp) as f:
+            scale = dict(json.load(f), _path=sp)
     op = a.orthanc or newest(a.raw_dir, "orthanc", a.mode)
     dp = a.dicomhub or newest(a.raw_dir, "dicomhub", a.mode)
     if not op or not dp:
@@ -928,7 +1265,7 @@ def main(argv=None):
         note = (
             "Self-comparison (the same raw file on both sides): a test of the report, ratios are 1."
         )
-    txt = build(Run(op), Run(dp), note)
+    txt = build(Run(op), Run(dp), note, Run(pp) if pp else None, scale)
     Path(a.out).resolve().parent.mkdir(parents=True, exist_ok=True)
     with open(a.out, "w") as f:
         f.write(txt + "\n")
