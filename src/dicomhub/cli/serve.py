@@ -150,7 +150,11 @@ def run(args: argparse.Namespace) -> int:
         settings.process_count,
     )
     if settings.dimse_port:
-        reset_shared(settings)
+        try:
+            reset_shared(settings)
+        except OSError as exc:
+            log.error("cannot listen for DIMSE on port %d: %s", settings.dimse_port, exc)
+            return 2
     _run_http(settings)
     return 0
 

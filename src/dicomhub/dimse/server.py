@@ -144,5 +144,15 @@ class DimseServer:
 
 
 def reset_shared(settings: Settings) -> None:
-    """Before starting the processes that share the DIMSE port: a fresh association table."""
+    """Before starting the processes that share the DIMSE port: a fresh association table.
+
+    Also binds the port once (and lets it go), so that a port held by another program fails
+    here, with one clear error, rather than in every server process.
+
+    Raises:
+        OSError: the DIMSE port cannot be bound.
+    """
+    host = settings.dimse_host or settings.host
+    with socket.create_server((host, settings.dimse_port)):
+        pass
     AssociationTable.reset(table_path(settings))
