@@ -27,6 +27,7 @@ from dicomhub.services.archive import Archive
 from dicomhub.services.migrate import migrate_store
 from dicomhub.storage.index import remote_ae
 from dicomhub.storage.index import tables as t
+from dicomhub.storage.index.migrate import current_revision, head_revision
 from dicomhub.web.app import create_app
 from tests.backends.blobs import overwrite_blob, read_blob
 from tests.conftest import Backend
@@ -255,11 +256,26 @@ def test_migrate_embedded_to_pg_s3(
         assert conn.execute(select(t.instance.c.pk)).scalars().all() != []
 
 
+@pytest.fixture
+def empty_target(target: Settings, storage: Backend) -> Iterator[Settings]:
+    """The test's S3 prefix and a new PostgreSQL database without any schema."""
+    assert storage.cluster is not None
+    url = storage.cluster.create_database(empty=True)
+    yield target.model_copy(update={"index": url})
+    storage.cluster.drop_database(url)
+
+
 def test_rerun_is_a_noop(
-    source: Source, target: Settings, capsys: pytest.CaptureFixture[str]
+    source: Source, empty_target: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    target = empty_target
     args = ["migrate-store", *source.args, *target_args(target), "--json", "--quiet"]
-    assert run_cli(capsys, *args)[0] == 0
+    assert run_cli(capsys, *args)[0] == 0  # the Alembic chain creates the schema first
+    archive = Archive.open(target, migrate=False)
+    try:
+        assert current_revision(archive.db) == head_revision()
+    finally:
+        archive.close()
     code, out = run_cli(capsys, *args)
     again = json.loads(out)
     assert code == 0 and again["ok"]
