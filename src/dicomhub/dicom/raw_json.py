@@ -282,6 +282,32 @@ def _at(vr: str, raw: bytes, enc: Encodings) -> dict[str, Any] | None:
     return {"vr": vr, "Value": [f"{words[i]:04X}{words[i + 1]:04X}" for i in range(0, 2 * n, 2)]}
 
 
+#: VRs whose single-valued plain values the walker converts inline (no handler call): the
+#: default repertoire with trailing padding (AS CS DA DT TM), UI (PS3.5 §9.1), SH LO UC in a
+#: single-byte character set, and one binary integer (US UL SS SL, little endian). Anything else
+#: (several values, NULs, escapes) takes the handler.
+_PLAIN_STRING: Final = 1
+_PLAIN_UI: Final = 2
+_PLAIN_TEXT: Final = 3
+_PLAIN_U16: Final = 4
+_PLAIN_U32: Final = 5
+_PLAIN_S16: Final = 6
+_PLAIN_S32: Final = 7
+#: The value length of one binary integer of each kind (PS3.5 §6.2: US SS 2, UL SL 4).
+_INT_SIZE: Final = {_PLAIN_U16: 2, _PLAIN_U32: 4, _PLAIN_S16: 2, _PLAIN_S32: 4}
+_PLAIN: Final[dict[str, int]] = {
+    **dict.fromkeys(("AS", "CS", "DA", "DT", "TM"), _PLAIN_STRING),
+    "UI": _PLAIN_UI,
+    **dict.fromkeys(("SH", "LO", "UC"), _PLAIN_TEXT),
+    "US": _PLAIN_U16,
+    "UL": _PLAIN_U32,
+    "SS": _PLAIN_S16,
+    "SL": _PLAIN_S32,
+}
+#: Tag to its ``GGGGEEEE`` key, for the tags seen so far (bounded).
+_HEX_KEYS: dict[int, str] = {}
+_HEX_CACHE_SIZE: Final = 16384
+
 _HANDLERS: Final[dict[str, _Handler]] = {
     "AE": _ae,
     "AS": _string,
@@ -396,6 +422,8 @@ class _JsonWalker:
         # Only top-level values longer than this are deferred by dcmread (never the charset).
         defer = self.defer_size if depth == 0 else _UNDEFINED
         handlers = _HANDLERS
+        plain = _PLAIN
+        hexkeys = _HEX_KEYS
         last = -1
         charset_used = False
         creators: dict[int, str | None] = {}
@@ -422,7 +450,11 @@ class _JsonWalker:
                 value_at = pos + 8
             if top is not None and out is not None and tag in PIXEL_DATA_TAGS:
                 out = None  # dcmread(stop_before_pixels=True) stops here
-            hexkey = f"{tag:08X}"
+            hexkey = hexkeys.get(tag)
+            if hexkey is None:
+                hexkey = f"{tag:08X}"
+                if len(hexkeys) < _HEX_CACHE_SIZE:
+                    hexkeys[tag] = hexkey
             emit = out is not None and group != 0x0002
             if length == _UNDEFINED:
                 key = prefix + hexkey
@@ -503,7 +535,26 @@ class _JsonWalker:
                         creators[tag] = _creator(bytes(buf[value_at:end]))
                 if emit:
                     raw = bytes(buf[value_at:end])
-                    out[hexkey] = _convert(tag, vr, raw, value_at, enc, length > defer)
+                    kind = plain.get(vr) if raw else None
+                    if kind is None:
+                        out[hexkey] = _convert(tag, vr, raw, value_at, enc, length > defer)
+                    elif kind >= _PLAIN_U16:
+                        # One binary integer: _numbers' result without a struct format.
+                        if length == _INT_SIZE[kind]:
+                            value = int.from_bytes(raw, "little", signed=kind >= _PLAIN_S16)
+                            out[hexkey] = {"vr": vr, "Value": [value]}
+                        else:
+                            out[hexkey] = _convert(tag, vr, raw, value_at, enc, length > defer)
+                    elif kind == _PLAIN_TEXT and enc[0] not in _LATIN1:
+                        out[hexkey] = _convert(tag, vr, raw, value_at, enc, length > defer)
+                    else:
+                        # The single-valued, NUL-free case of _string, _ui and _multi_text.
+                        text = raw.decode("latin-1")
+                        if "\\" not in text and "\x00" not in text and "\x1b" not in text:
+                            text = text.rstrip(" ") if kind != _PLAIN_UI else text.strip()
+                            out[hexkey] = {"vr": vr, "Value": [text]} if text else {"vr": vr}
+                        else:
+                            out[hexkey] = _convert(tag, vr, raw, value_at, enc, length > defer)
             if top is not None:
                 top[tag] = ElementLocation(tag, vr, value_at, length)
             pos = end
