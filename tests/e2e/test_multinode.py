@@ -221,7 +221,8 @@ def client_orders(seed: int, reverse: bool) -> list[Instance]:
 @pytest.fixture
 def nodes(tmp_path: Path, storage: Backend) -> Iterator[list[Node]]:
     """Three nodes on this test's PostgreSQL database and S3 prefix."""
-    assert storage.s3 is not None and not storage.is_sqlite
+    if storage.s3 is None:  # DICOMHUB_TEST_BACKENDS without pg+s3
+        pytest.skip("needs the pg+s3 backend set (PostgreSQL and S3)")
     started = [
         Node(f"node{k}", tmp_path / f"node{k}", tmp_path / f"node{k}.log") for k in range(N_NODES)
     ]

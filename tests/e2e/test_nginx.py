@@ -113,7 +113,8 @@ def self_signed(folder: Path) -> tuple[Path, Path]:
 @pytest.fixture
 def nodes(tmp_path: Path, storage: Backend) -> Iterator[list[Node]]:
     """Two nodes on this test's PostgreSQL database and S3 prefix."""
-    assert storage.s3 is not None
+    if storage.s3 is None:  # DICOMHUB_TEST_BACKENDS without pg+s3
+        pytest.skip("needs the pg+s3 backend set (PostgreSQL and S3)")
     started = [Node(f"node{k}", tmp_path / f"node{k}", tmp_path / f"node{k}.log") for k in (0, 1)]
     try:
         start_nodes(started)

@@ -125,7 +125,8 @@ def target_args(settings: Settings) -> list[str]:
 
 @pytest.fixture
 def target(settings: Settings, storage: Backend) -> Settings:
-    assert storage.s3 is not None, "migrate-store is tested into PostgreSQL + S3"
+    if storage.s3 is None:  # DICOMHUB_TEST_BACKENDS without pg+s3
+        pytest.skip("needs the pg+s3 backend set (PostgreSQL and S3)")
     return settings
 
 
