@@ -112,7 +112,7 @@ def raw(conn: Connection, sql: str) -> list[Any]:
 
 
 def _scans(plan: dict[str, Any]) -> Iterator[tuple[str, str]]:
-    yield plan["Node Type"], plan.get("Relation Name", "")
+    yield plan["Node Type"], plan.get("Relation Name") or plan.get("Index Name", "")
     for child in plan.get("Plans", []):
         yield from _scans(child)
 
@@ -120,15 +120,33 @@ def _scans(plan: dict[str, Any]) -> Iterator[tuple[str, str]]:
 @pytest.mark.parametrize("kind", [m[0] for m in MIX])
 def test_qido_mix_uses_indexes(big_index: IndexDatabase, kind: str) -> None:
     _, level, study, series, params = next(m for m in MIX if m[0] == kind)
+    scans = _plan(big_index, params, level, study, series)
+    seq = [rel for node, rel in scans if node == "Seq Scan" and rel in LEVEL_TABLES]
+    assert seq == [], f"{kind}: sequential scan of {seq}: {scans}"
+
+
+def _plan(
+    db: IndexDatabase,
+    params: list[tuple[str, str]],
+    level: Level = Level.STUDY,
+    study: str | None = None,
+    series: str | None = None,
+) -> list[tuple[str, str]]:
+    """The (node type, relation or index) of each node of the executed plan."""
     query = parse_query(params, level=level, study_uid=study, series_uid=series)
-    stmt = search_statement(query, 1, [Level.PATIENT, Level.STUDY])
+    stmt = search_statement(query, 1, [Level.PATIENT, Level.STUDY], dialect="postgresql")
     sql = str(
         stmt.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True})  # type: ignore[no-untyped-call]
     )
-    with big_index.read() as conn:
+    with db.read() as conn:
         raw(conn, sql)  # warm the cache
         ((plan,),) = raw(conn, "EXPLAIN (ANALYZE, FORMAT JSON) " + sql)
     doc = plan if isinstance(plan, list) else json.loads(plan)
-    scans = list(_scans(doc[0]["Plan"]))
-    seq = [rel for node, rel in scans if node == "Seq Scan" and rel in LEVEL_TABLES]
-    assert seq == [], f"{kind}: sequential scan of {seq}: {scans}"
+    return list(_scans(doc[0]["Plan"]))
+
+
+def test_rare_fuzzy_word_starts_from_the_prefix_index(big_index: IndexDatabase) -> None:
+    # Every generated name starts with FAM: one family (50 patients) must be found through
+    # the word-prefix index, not by walking the study list and filtering every patient.
+    scans = _plan(big_index, [("PatientName", "fam421"), ("fuzzymatching", "true")])
+    assert ("Bitmap Index Scan", "ix_patient_name_prefixes") in scans, scans

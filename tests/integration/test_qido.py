@@ -232,6 +232,10 @@ def test_study_matching(corpus: Corpus, params: dict[str, str], expected: list[i
         ("lee?ann", [5, 6]),
         ("smith^anne", [3]),
         ("tenant", []),  # tenant 2 only
+        ("doe john", [1]),  # consecutive components
+        ("johnathanandmoreletters", []),  # longer than the indexed prefixes (PostgreSQL)
+        ("d'oe", []),
+        ("j", [1, 4]),
     ],
 )
 def test_fuzzy_patient_name(corpus: Corpus, value: str, expected: list[int]) -> None:

@@ -32,7 +32,9 @@ from sqlalchemy import (
     RowMapping,
     Select,
     Table,
+    Text,
     and_,
+    bindparam,
     case,
     exists,
     false,
@@ -42,6 +44,7 @@ from sqlalchemy import (
     select,
     true,
 )
+from sqlalchemy.dialects import postgresql
 
 from dicomhub.domain.attributes import ATTRIBUTES, BY_TAG, Attribute
 from dicomhub.domain.person_name import fold
@@ -166,6 +169,7 @@ def search_statement(
     tenant_id: int,
     json_levels: Iterable[Level] = (),
     attributes: Iterable[Attribute] | None = None,
+    dialect: str | None = None,
 ) -> Select[Any]:
     """The SELECT answering ``query`` for ``tenant_id``.
 
@@ -176,6 +180,8 @@ def search_statement(
             :data:`JSON_LABELS`); only PATIENT, STUDY and SERIES have one.
         attributes: Attributes whose columns are selected (of the joined tables); ``None``
             selects every column-backed attribute.
+        dialect: The database it runs on (``"postgresql"`` adds the word-prefix lookup of
+            fuzzy person-name matching, see :func:`_fuzzy`); ``None`` is portable SQL.
 
     Returns:
         A statement selecting the pk of the result level (``pk``), the UIDs (``study_uid``,
@@ -195,7 +201,7 @@ def search_statement(
         conditions.append(t.series.c.series_uid == query.series_uid)
         constrained.add("series")
     for match in query.filters():
-        conditions.append(_condition(match, query.fuzzy, joined))
+        conditions.append(_condition(match, query.fuzzy, joined, dialect))
         attr = BY_TAG.get(match.tag)
         if attr is not None and attr.column is not None and attr.exists_column is None:
             constrained.add(attr.column.split(".")[0])
@@ -222,7 +228,8 @@ def search_rows(
     conn: Connection, query: Query, tenant_id: int, json_levels: Iterable[Level] = ()
 ) -> tuple[list[RowMapping], bool]:
     """Run :func:`search_statement`; return at most ``query.limit`` rows and whether more exist."""
-    rows = list(conn.execute(search_statement(query, tenant_id, json_levels)).mappings())
+    stmt = search_statement(query, tenant_id, json_levels, dialect=conn.dialect.name)
+    rows = list(conn.execute(stmt).mappings())
     truncated = len(rows) > query.limit
     return rows[: query.limit], truncated
 
@@ -235,7 +242,8 @@ def search_tuples(
     attributes: Iterable[Attribute] | None = None,
 ) -> tuple[list[Sequence[Any]], bool]:
     """Like :func:`search_rows`, as plain tuples laid out as :func:`tuple_layout` says."""
-    result = conn.execute(search_statement(query, tenant_id, json_levels, attributes))
+    stmt = search_statement(query, tenant_id, json_levels, attributes, conn.dialect.name)
+    result = conn.execute(stmt)
     rows: list[Sequence[Any]] = [tuple(row) for row in result]
     truncated = len(rows) > query.limit
     return rows[: query.limit], truncated
@@ -302,7 +310,9 @@ def _texts(matcher: Matcher) -> list[str]:
     return []
 
 
-def _condition(match: Match, fuzzy: bool, joined: tuple[str, ...]) -> ColumnElement[bool]:
+def _condition(
+    match: Match, fuzzy: bool, joined: tuple[str, ...], dialect: str | None = None
+) -> ColumnElement[bool]:
     if any("\x00" in text for text in _texts(match.matcher)):
         # No stored value contains NUL (PS3.5 §6.1.2: not part of any text repertoire), and
         # PostgreSQL refuses it in text parameters.
@@ -313,7 +323,7 @@ def _condition(match: Match, fuzzy: bool, joined: tuple[str, ...]) -> ColumnElem
     if attr.exists_column is not None:
         return _exists(attr.exists_column, match.matcher)
     if fuzzy and attr.fuzzy_column is not None:
-        return _fuzzy(_column(attr.fuzzy_column), match.matcher)
+        return _fuzzy(attr.fuzzy_column, match.matcher, dialect)
     return _value(_column(attr.column), attr.vr, match.matcher)
 
 
@@ -423,10 +433,24 @@ def _fuzzy_words(value: str) -> list[str]:
     return [like_pattern(Wildcard(w)) for w in words]
 
 
-def _fuzzy(col: Any, matcher: Matcher) -> ColumnElement[bool]:
-    """PN fuzzy matching on the ``fuzzy_key`` column (PS3.18 §8.3.4.1)."""
+def _fuzzy(column_name: str, matcher: Matcher, dialect: str | None = None) -> ColumnElement[bool]:
+    """PN fuzzy matching on the ``fuzzy_key`` column (PS3.18 §8.3.4.1).
+
+    Everywhere: ``LIKE '% ' || words || '%'`` (a name component starting with the first word,
+    the next components starting with the next words). On PostgreSQL a query of one plain
+    word (the common case: ``PatientName=smi``) is asked instead as "the row is among those
+    whose word prefixes contain it", answered by the GIN index of
+    ``dicomhub_name_prefixes(key)`` (see ``tables.py``), which is the same set of rows: a
+    component starts with the word exactly when the word is one of its prefixes. Written as a
+    semi-join on the primary key, the prefix function is never evaluated per row of the
+    outer scan, and its statistics (most common elements) tell the planner how selective the
+    word is, so it walks the date order for common words and starts from the index for rare
+    ones. The word is rendered into the SQL text (``literal_execute``): a generic plan of a
+    prepared statement, blind to the word, would take one of the two ways for every word.
+    """
+    col = _column(column_name)
     if isinstance(matcher, AnyOf):
-        return or_(*(_fuzzy(col, option) for option in matcher.options))
+        return or_(*(_fuzzy(column_name, option, dialect) for option in matcher.options))
     if isinstance(matcher, SingleValue):
         value = matcher.value
     elif isinstance(matcher, Wildcard):
@@ -436,5 +460,17 @@ def _fuzzy(col: Any, matcher: Matcher) -> ColumnElement[bool]:
     words = _fuzzy_words(value)
     if not words:
         return col.isnot(None)  # type: ignore[no-any-return]
+    if dialect == "postgresql" and len(words) == 1 and _PREFIX_WORD.fullmatch(words[0]):
+        table_name, column = column_name.split(".")
+        table = _TABLES[table_name]
+        inner = table.alias(f"{table_name}_fz")
+        word = bindparam(None, words[0], type_=Text(), literal_execute=True)
+        prefixes = func.dicomhub_name_prefixes(inner.c[column], type_=postgresql.ARRAY(Text()))
+        return table.c.pk.in_(select(inner.c.pk).where(prefixes.contains(postgresql.array([word]))))
     pattern = "% " + " ".join(words) + "%"
     return col.like(pattern, escape="\\")  # type: ignore[no-any-return]
+
+
+#: Longest word prefix the index holds (``tables.NAME_PREFIX_CHARS``), and the characters a
+#: word may have to be looked up there (no LIKE wildcard or escape, nothing to quote).
+_PREFIX_WORD: Final = re.compile(rf"[^%_\\'\s]{{1,{t.NAME_PREFIX_CHARS}}}")

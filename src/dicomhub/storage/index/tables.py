@@ -15,7 +15,9 @@ matches (PS3.4 C.2.2.2.4) are exact and the plain B-tree indexes serve ``LIKE 'A
 (PostgreSQL uses a B-tree for a prefix ``LIKE`` only under the C collation or
 ``text_pattern_ops``). PostgreSQL also gets a few indexes of its own, created only there
 (``ddl_if``): trigram (``pg_trgm``) GIN indexes for fuzzy person-name matching (PS3.18
-§8.3.4.1, a ``LIKE '% word%'`` on the ``*_fuzzy`` columns), and the study list order.
+§8.3.4.1, a ``LIKE '% word%'`` on the ``*_fuzzy`` columns), GIN indexes of the word prefixes
+of the same columns (``dicomhub_name_prefixes``, for one-word fuzzy queries), and the study
+list order.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     event,
+    func,
     text,
 )
 
@@ -68,6 +71,32 @@ event.listen(
     metadata,
     "before_create",
     DDL("CREATE EXTENSION IF NOT EXISTS pg_trgm").execute_if(  # type: ignore[no-untyped-call]
+        dialect="postgresql"
+    ),
+)
+
+#: Longest word prefix :data:`NAME_PREFIXES_FUNCTION` indexes (longer query words use LIKE).
+NAME_PREFIX_CHARS = 16
+
+#: PostgreSQL: every prefix (up to :data:`NAME_PREFIX_CHARS` characters) of every word of a
+#: fuzzy key (``person_name.fuzzy_key``: words separated by single spaces), e.g.
+#: ``' DOE JO '`` -> ``{D, DO, DOE, J, JO}``. A GIN index of it answers "some name component
+#: starts with W" as ``prefixes @> ARRAY[W]``: one posting list, however many names share the
+#: first letters, where trigrams of ``'% W%'`` intersect the lists of its common trigrams.
+NAME_PREFIXES_FUNCTION = f"""
+CREATE OR REPLACE FUNCTION dicomhub_name_prefixes(key text) RETURNS text[]
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+  SELECT ARRAY(
+    SELECT DISTINCT left(w, n)
+    FROM unnest(string_to_array(btrim(key, ' '), ' ')) AS w,
+         generate_series(1, least(length(w), {NAME_PREFIX_CHARS})) AS n
+    WHERE w <> ''
+  )
+$$"""
+event.listen(
+    metadata,
+    "before_create",
+    DDL(NAME_PREFIXES_FUNCTION).execute_if(  # type: ignore[no-untyped-call]
         dialect="postgresql"
     ),
 )
@@ -151,6 +180,18 @@ Index(
     study.c.study_date.desc().nulls_last(),
     study.c.study_time.desc().nulls_last(),
     study.c.pk,
+).ddl_if(dialect="postgresql")
+
+# Word-prefix indexes of the fuzzy person-name keys (PostgreSQL, see NAME_PREFIXES_FUNCTION).
+Index(
+    "ix_patient_name_prefixes",
+    func.dicomhub_name_prefixes(patient.c.patient_name_fuzzy),
+    postgresql_using="gin",
+).ddl_if(dialect="postgresql")
+Index(
+    "ix_study_referring_prefixes",
+    func.dicomhub_name_prefixes(study.c.referring_physician_fuzzy),
+    postgresql_using="gin",
 ).ddl_if(dialect="postgresql")
 
 series = Table(
