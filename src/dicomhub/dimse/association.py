@@ -30,6 +30,7 @@ from pydicom.dataset import Dataset
 from dicomhub.dimse import commands as cmd
 from dicomhub.dimse import pdu
 from dicomhub.dimse import status as st
+from dicomhub.dimse.query import encode_result, result_identifier
 from dicomhub.services.spool import Spool
 
 if TYPE_CHECKING:
@@ -463,18 +464,24 @@ class Association:
         if identifier is None:
             self._respond(msg, cmd.C_FIND_RSP, st.IDENTIFIER_MISMATCH, "identifier unreadable")
             return
-        for status, ds in self.server.gateway.find(self.peer, model, identifier):
-            if status == st.PENDING and ds is not None:
-                self._respond(
-                    msg, cmd.C_FIND_RSP, st.PENDING, identifier=self._encode(msg.context, ds)
-                )
-                if self._cancelled(msg):
-                    self._respond(msg, cmd.C_FIND_RSP, st.CANCEL)
-                    return
-                continue
-            code, comment = _pair(status) if isinstance(status, Dataset) else (status, None)
+        answer = self.server.gateway.find(self.peer, model, identifier)
+        if isinstance(answer, Dataset):
+            code, comment = _pair(answer)
             self._respond(msg, cmd.C_FIND_RSP, code, comment)
             return
+        request, items = answer
+        ctx = msg.context
+        direct = ctx.little_endian and ctx.transfer_syntax != DEFLATED_LE
+        ae_title = self.settings.ae_title
+        for item in items:
+            if direct:
+                data = encode_result(item, request, ae_title, implicit=ctx.implicit)
+            else:
+                data = self._encode(ctx, result_identifier(item, request, ae_title))
+            self._respond(msg, cmd.C_FIND_RSP, st.PENDING, identifier=data)
+            if self._cancelled(msg):
+                self._respond(msg, cmd.C_FIND_RSP, st.CANCEL)
+                return
         self._respond(msg, cmd.C_FIND_RSP, st.SUCCESS)
 
     def _cancelled(self, msg: Message) -> bool:

@@ -22,7 +22,7 @@ from pydicom.dataset import Dataset
 from dicomhub.config import Settings
 from dicomhub.dimse import status as st
 from dicomhub.dimse.limits import AssociationTable
-from dicomhub.dimse.query import key_text, parse_identifier, query_level, result_identifier
+from dicomhub.dimse.query import FindRequest, key_text, parse_identifier, query_level
 from dicomhub.dimse.transfer import StoredRef, configure, contexts_for
 from dicomhub.domain.query import Level
 from dicomhub.errors import InvalidInput
@@ -145,24 +145,22 @@ class Gateway:
 
     def find(
         self, peer: peers.RemoteAE, model: str, identifier: Dataset
-    ) -> Iterator[tuple[int | Dataset, Dataset | None]]:
-        """C-FIND (PS3.4 C.4.1.3): ``(PENDING, identifier)`` per match, or one failure status.
+    ) -> Dataset | tuple[FindRequest, list[dict[str, Any]]]:
+        """C-FIND (PS3.4 C.4.1.3): the parsed request and its matches, or a failure status.
 
-        The matches come from the shared search service (the same query model as QIDO-RS).
+        The matches (DICOM JSON) come from the shared search service, the same query model as
+        QIDO-RS; :func:`~dicomhub.dimse.query.encode_result` makes each a pending response.
         """
         if not peer.may_query:
-            yield st.failure(st.NOT_AUTHORIZED, f"AE {peer.ae_title} may not query"), None
-            return
+            return st.failure(st.NOT_AUTHORIZED, f"AE {peer.ae_title} may not query")
         try:
             request = parse_identifier(identifier, model, self.settings.dimse_max_find_results)
             result = search(self.archive, peer.tenant_id, request.query, self.base_url)
         except Exception as exc:
-            yield st.from_error(st.Service.FIND, exc), None
-            return
+            return st.from_error(st.Service.FIND, exc)
         if result.truncated:
             log.info("C-FIND answered with the first %d matches", len(result.items))
-        for item in result.items:
-            yield st.PENDING, result_identifier(item, request, self.settings.ae_title)
+        return request, result.items
 
     def move_destination(self, peer: peers.RemoteAE, title: str) -> peers.RemoteAE | None:
         """The registered move destination ``title`` of the peer's tenant (PS3.4 C.4.2.2.2)."""
