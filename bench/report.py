@@ -223,6 +223,38 @@ def query_table(a, b, an, bn, key, bench):
     return out
 
 
+def wado_table(a, b, an, bn):
+    """WADO-RS cases of two runs side by side (MB/s ratio b/a; latency ratio a/b)."""
+    rows = []
+    for c in ("c1", "c4"):
+        av, bv = a.wado(f"study_{c}", "mb_per_s"), b.wado(f"study_{c}", "mb_per_s")
+        avg = med(a.wado(f"study_{c}", "avg_study_mb"))
+        rows.append(
+            [
+                f"whole study {c}, MB/s (avg study {fnum(avg, 1)} MB)",
+                fcell(av),
+                fcell(bv),
+                fratio(ratio(med(av), med(bv), True)),
+            ]
+        )
+    for case, label in (
+        ("series_metadata", "series /metadata"),
+        ("frame_ct", "frames/1 of a CT instance"),
+        ("frame_mf", "frames/N of a 76-frame instance"),
+    ):
+        for f in ("p50_ms", "p95_ms"):
+            av, bv = a.wado(case, f), b.wado(case, f)
+            rows.append(
+                [
+                    f"{label}, {f[:3]} ms",
+                    fcell(av),
+                    fcell(bv),
+                    fratio(ratio(med(av), med(bv), False)),
+                ]
+            )
+    return md_table(["case", an, bn, "ratio"], rows)
+
+
 # ------------------------------------------------------------------ result access --
 class Run:
     def __init__(self, path):
@@ -258,7 +290,8 @@ class Run:
         out = []
         for run in runs:
             if run.get("unsupported"):
-                out.append(NA(NA_UNSUP))
+                disabled = str(run.get("reason", "")).startswith("disabled")
+                out.append(NA("skipped (--dimse off)" if disabled else NA_UNSUP))
             elif field == "cpu_ms_per_inst":
                 cpu, n = run.get("server_cpu_s"), run.get("instances")
                 out.append(cpu * 1000 / n if is_num(cpu) and n else None)
@@ -1027,34 +1060,7 @@ def build(o: Run, d: Run, title_note="", pgs3: Run | None = None, scale: dict | 
     if "wado" not in ro and "wado" not in rd:
         lines.append(NA_NOTRUN)
     else:
-        rows = []
-        for c in ("c1", "c4"):
-            ov, dv = o.wado(f"study_{c}", "mb_per_s"), d.wado(f"study_{c}", "mb_per_s")
-            avg = med(o.wado(f"study_{c}", "avg_study_mb"))
-            rows.append(
-                [
-                    f"whole study {c}, MB/s (avg study {fnum(avg, 1)} MB)",
-                    fcell(ov),
-                    fcell(dv),
-                    fratio(ratio(med(ov), med(dv), True)),
-                ]
-            )
-        for case, label in (
-            ("series_metadata", "series /metadata"),
-            ("frame_ct", "frames/1 of a CT instance"),
-            ("frame_mf", "frames/N of a 76-frame instance"),
-        ):
-            for f in ("p50_ms", "p95_ms"):
-                ov, dv = o.wado(case, f), d.wado(case, f)
-                rows.append(
-                    [
-                        f"{label}, {f[:3]} ms",
-                        fcell(ov),
-                        fcell(dv),
-                        fratio(ratio(med(ov), med(dv), False)),
-                    ]
-                )
-        lines.append(md_table(["case", "Orthanc", "dicomhub", "ratio"], rows))
+        lines.append(wado_table(o, d, "Orthanc", "dicomhub"))
         lines.append("")
         lines.append(
             'Whole study: `Accept: multipart/related; type="application/dicom"; '
@@ -1121,7 +1127,7 @@ def build(o: Run, d: Run, title_note="", pgs3: Run | None = None, scale: dict | 
         if cold:
             lines.append(
                 f"dicomhub's first `?frames=all` request per instance (the untimed warm-up; "
-                f"decoded-frame cache only partly warm) took {cold[0]} ms."
+                f"decoded-frame cache only partly warm) took {cold[0]} ms per instance."
             )
     lines.append("")
 
@@ -1143,36 +1149,7 @@ def build(o: Run, d: Run, title_note="", pgs3: Run | None = None, scale: dict | 
             lines.append("")
             lines.extend(query_table(d, pgs3, "embedded", "PG+S3", "qido", "qido"))
         if "wado" in pgs3.r:
-            rows = [
-                [
-                    f"whole study {c}, MB/s",
-                    fcell(d.wado(f"study_{c}", "mb_per_s")),
-                    fcell(pgs3.wado(f"study_{c}", "mb_per_s")),
-                    fratio(
-                        ratio(
-                            med(d.wado(f"study_{c}", "mb_per_s")),
-                            med(pgs3.wado(f"study_{c}", "mb_per_s")),
-                            True,
-                        )
-                    ),
-                ]
-                for c in ("c1", "c4")
-            ]
-            for case, label in (
-                ("series_metadata", "series /metadata"),
-                ("frame_ct", "frames/1 of a CT instance"),
-                ("frame_mf", "frames/N of a 76-frame instance"),
-            ):
-                dv, pv = d.wado(case, "p50_ms"), pgs3.wado(case, "p50_ms")
-                rows.append(
-                    [
-                        f"{label}, p50 ms",
-                        fcell(dv),
-                        fcell(pv),
-                        fratio(ratio(med(dv), med(pv), False)),
-                    ]
-                )
-            lines.append(md_table(["WADO-RS case", "embedded", "PG+S3", "ratio"], rows))
+            lines.append(wado_table(d, pgs3, "embedded", "PG+S3"))
             lines.append("")
         errs = pgs3.errors()
         lines.append("PG+S3 errors: " + ("none" if not errs else "; ".join(errs[:10])))

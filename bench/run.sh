@@ -13,6 +13,7 @@
 #                            raw JSON of the same mode (quick/full) in bench/results/raw/, if any
 #   --backends LIST          dicomhub backend sets: embedded,pg+s3 (default both); --backend X = one
 #   --pgs3-phases LIST       phases of the pg+s3 run (default ingest,storage,qido,wado)
+#   --pgs3-dimse auto|on|off DIMSE cases (C-STORE ingest, C-FIND) of the pg+s3 run (default off: STOW is the bar)
 #   --index-scale on|off|only  the 1M-instance QIDO bench on SQLite and PostgreSQL (default on)
 #   --scale-instances N      its index size (default 1000000, --quick 100000)
 #   --phases LIST            run_all phases to run: ingest,storage,qido,wado,render,baseline,large
@@ -42,7 +43,7 @@ WORK="$BENCH/work"
 
 QUICK=0; SIDES="orthanc dicomhub"; PHASES=""; SKIP=""; REPEATS=""; DIMSE=auto; RENDER=auto
 REPORT=1; REPORT_OUT=""; INSTALL=1; BACKENDS="embedded,pg+s3"; PGS3_PHASES="ingest,storage,qido,wado"
-SCALE=on; SCALE_N=""; ALLFRAMES=4
+SCALE=on; SCALE_N=""; ALLFRAMES=4; PGS3_DIMSE=off
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --quick) QUICK=1 ;;
@@ -50,6 +51,7 @@ while [[ $# -gt 0 ]]; do
     --only-dicomhub) SIDES="dicomhub" ;;
     --backends|--backend) BACKENDS="$2"; shift ;;
     --pgs3-phases) PGS3_PHASES="$2"; shift ;;
+    --pgs3-dimse) PGS3_DIMSE="$2"; shift ;;
     --index-scale) SCALE="$2"; shift ;;
     --scale-instances) SCALE_N="$2"; shift ;;
     --allframes) ALLFRAMES="$2"; shift ;;
@@ -61,7 +63,7 @@ while [[ $# -gt 0 ]]; do
     --report-out) REPORT_OUT="$2"; shift ;;
     --no-report) REPORT=0 ;;
     --no-install) INSTALL=0 ;;
-    -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -176,7 +178,7 @@ run_target() {  # name, phases, stop command, version command, run_all target ar
   local out="$RAW/$name-$MODE-$STAMP_TS.json"
   log "=== $name: phases $phases, $REPEATS repeat(s) -> $out"
   local t0=$SECONDS rc=0
-  "$PY" "$BENCH/harness_run.py" --harness "$HARNESS" --dimse "$DIMSE" --render "$RENDER" \
+  "$PY" "$BENCH/harness_run.py" --harness "$HARNESS" --dimse "${TDIMSE:-$DIMSE}" --render "$RENDER" \
       --allframes "$ALLFRAMES" --backend-label "$name" --version-cmd "$vercmd" -- \
       "$@" "${COMMON[@]}" --only "$phases" --out "$out" 2>&1 | tee "${out%.json}.log" || rc=$?
   log "=== $name finished in $((SECONDS - t0)) s (exit $rc); stopping the server"
@@ -204,7 +206,7 @@ for tgt in $TARGETS; do
       ;;
     dicomhub|dicomhub-pgs3)
       DHTTP="${DICOMHUB_BENCH_HTTP:-8080}"; DDIMSE="${DICOMHUB_BENCH_DIMSE:-11112}"
-      phases="$PHASES"; storage=""
+      phases="$PHASES"; storage=""; TDIMSE="$DIMSE"
       if [[ "$tgt" == dicomhub ]]; then
         export DICOMHUB_BENCH_DIR="$EMBEDDED_DIR"
         unset DICOMHUB_BENCH_INDEX DICOMHUB_BENCH_BLOBS DICOMHUB_BENCH_RESET_HOOK
@@ -219,7 +221,7 @@ for tgt in $TARGETS; do
         eval "$benv"   # DICOMHUB_BENCH_INDEX, DICOMHUB_BENCH_BLOBS, DICOMHUB_S3_*, BENCH_S3_DATA_DIR
         BACKENDS_UP=1
         export DICOMHUB_BENCH_RESET_HOOK="$PROJ_PY $BENCH/backends.py reset"
-        storage="$BENCH_S3_DATA_DIR"
+        storage="$BENCH_S3_DATA_DIR"; TDIMSE="$PGS3_DIMSE"
       fi
       if ! "$BENCH/dicomhub_ctl.sh" reset; then
         echo "dicomhub did not start (see $DICOMHUB_BENCH_DIR/dicomhub.log)" >&2; FAILED+=("$tgt"); continue
@@ -227,6 +229,7 @@ for tgt in $TARGETS; do
       run_target "$tgt" "$phases" "$BENCH/dicomhub_ctl.sh stop" "$DH_BIN --version" \
         --target-file "$BENCH/targets/dicomhub.json" --name "$tgt" \
         --base-url "http://127.0.0.1:$DHTTP/dicomweb" --port "$DDIMSE" --storage-dir "$storage"
+      TDIMSE=""
       if [[ "$tgt" == dicomhub-pgs3 ]]; then
         "$PROJ_PY" "$BENCH/backends.py" stop || true; BACKENDS_UP=0
         unset DICOMHUB_BENCH_INDEX DICOMHUB_BENCH_BLOBS DICOMHUB_BENCH_RESET_HOOK
