@@ -22,12 +22,21 @@ from dicomhub.errors import InvalidDicom
 
 __all__ = [
     "BINARY_VRS",
+    "ITEM",
+    "ITEM_DELIMITATION",
+    "LE_LONG",
+    "LE_TAG_LEN",
+    "LONG_VRS",
     "PIXEL_DATA_TAGS",
+    "SEQUENCE_DELIMITATION",
+    "UNDEFINED",
     "Buffer",
     "ElementLocation",
     "FileMeta",
     "WalkResult",
+    "encapsulated_items",
     "implicit_vr",
+    "looks_explicit",
     "read_file_meta",
     "walk_dataset",
 ]
@@ -36,22 +45,26 @@ __all__ = [
 BINARY_VRS: Final = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 #: Pixel Data, Float Pixel Data and Double Float Pixel Data (PS3.3 C.7.6.3): always bulk.
 PIXEL_DATA_TAGS: Final = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
-# VRs with a 2-byte reserved field and a 4-byte length in explicit VR (PS3.5 §7.1.2).
-_LONG_VRS: Final = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "UT"})
-_ITEM: Final = 0xFFFEE000
-_ITEM_DELIMITATION: Final = 0xFFFEE00D
-_SEQUENCE_DELIMITATION: Final = 0xFFFEE0DD
-_UNDEFINED: Final = 0xFFFFFFFF
+#: VRs with a 2-byte reserved field and a 4-byte length in explicit VR (PS3.5 §7.1.2).
+LONG_VRS: Final = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "UT"})
+#: Item, Item Delimitation Item and Sequence Delimitation Item tags (PS3.5 §7.5).
+ITEM: Final = 0xFFFEE000
+ITEM_DELIMITATION: Final = 0xFFFEE00D
+SEQUENCE_DELIMITATION: Final = 0xFFFEE0DD
+#: Undefined Length (PS3.5 §7.1.1).
+UNDEFINED: Final = 0xFFFFFFFF
 _PREAMBLE: Final = 128
 
 #: Anything ``struct.unpack_from`` and slicing accept: the file mapped, or bytes in memory.
 Buffer = bytes | bytearray | memoryview | mmap.mmap
 
-_LE_TAG_LEN = struct.Struct("<HHL")
+#: Little-endian tag and 4-byte length: an item header or an implicit VR element header.
+LE_TAG_LEN = struct.Struct("<HHL")
 _BE_TAG_LEN = struct.Struct(">HHL")
 _LE_SHORT = struct.Struct("<H")
 _BE_SHORT = struct.Struct(">H")
-_LE_LONG = struct.Struct("<L")
+#: A little-endian 4-byte length (explicit VR, long VRs).
+LE_LONG = struct.Struct("<L")
 _BE_LONG = struct.Struct(">L")
 
 
@@ -143,7 +156,7 @@ def implicit_vr(tag: int) -> str:
     return vr
 
 
-def _looks_explicit(buf: Buffer, pos: int, limit: int) -> bool | None:
+def looks_explicit(buf: Buffer, pos: int, limit: int) -> bool | None:
     """Return whether the element at ``pos`` has an explicit VR field (pydicom's heuristic)."""
     if pos + 6 > limit:
         return None
@@ -175,20 +188,20 @@ def read_file_meta(buf: Buffer, size: int) -> FileMeta:
         group, element = struct.unpack_from("<HH", buf, pos)
         if group != 0x0002:
             break
-        if _looks_explicit(buf, pos, size):
+        if looks_explicit(buf, pos, size):
             vr = bytes(buf[pos + 4 : pos + 6]).decode("ascii")
-            if vr in _LONG_VRS:
+            if vr in LONG_VRS:
                 if pos + 12 > size:
                     raise _truncated("file meta element header", pos)
-                (length,) = _LE_LONG.unpack_from(buf, pos + 8)
+                (length,) = LE_LONG.unpack_from(buf, pos + 8)
                 header = 12
             else:
                 (length,) = _LE_SHORT.unpack_from(buf, pos + 6)
                 header = 8
         else:
-            (length,) = _LE_LONG.unpack_from(buf, pos + 4)
+            (length,) = LE_LONG.unpack_from(buf, pos + 4)
             header = 8
-        if length == _UNDEFINED:
+        if length == UNDEFINED:
             raise InvalidDicom(
                 f"invalid File Meta Information: undefined length in ({group:04X},{element:04X})"
             )
@@ -244,9 +257,9 @@ class _Walker:
         """
         buf = self.buf
         little = self.little
-        tag_len = _LE_TAG_LEN if little else _BE_TAG_LEN
+        tag_len = LE_TAG_LEN if little else _BE_TAG_LEN
         short = _LE_SHORT if little else _BE_SHORT
-        long_ = _LE_LONG if little else _BE_LONG
+        long_ = LE_LONG if little else _BE_LONG
         threshold = self.bulk_threshold
         bulk = self.result.bulk
         top = self.result.top_level if depth == 0 else None
@@ -255,7 +268,7 @@ class _Walker:
                 raise _truncated("data element header", pos)
             group, element, length = tag_len.unpack_from(buf, pos)
             tag = (group << 16) | element
-            if tag == _ITEM_DELIMITATION:
+            if tag == ITEM_DELIMITATION:
                 if delimited:
                     return pos + 8
                 raise InvalidDicom(f"unexpected Item Delimitation Item at offset {pos}")
@@ -267,7 +280,7 @@ class _Walker:
                 b = buf[pos + 5]
                 if 0x40 < a < 0x5B and 0x40 < b < 0x5B:
                     vr = chr(a) + chr(b)
-                    if vr in _LONG_VRS:
+                    if vr in LONG_VRS:
                         if pos + 12 > limit:
                             raise _truncated("data element header", pos)
                         (length,) = long_.unpack_from(buf, pos + 8)
@@ -281,7 +294,7 @@ class _Walker:
                 vr = implicit_vr(tag)
                 header = 8
             value_at = pos + header
-            if length == _UNDEFINED:
+            if length == UNDEFINED:
                 pos = self._undefined_length(
                     tag, vr, value_at, limit, implicit=element_implicit, depth=depth, prefix=prefix
                 )
@@ -326,7 +339,7 @@ class _Walker:
             # Unknown VR: a sequence if its value starts with an Item tag (as pydicom does).
             fmt = "<HH" if self.little else ">HH"
             g, e = struct.unpack_from(fmt, self.buf, value_at)
-            is_sq = ((g << 16) | e) == _ITEM
+            is_sq = ((g << 16) | e) == ITEM
         if is_sq:
             # UN of undefined length is a sequence (PS3.5 §6.2.2); items are probed for VR.
             return self.sequence(
@@ -346,7 +359,7 @@ class _Walker:
             raise InvalidDicom(
                 f"sequences nested deeper than {self.max_depth} levels (PS3.5 §7.5) at {key}"
             )
-        tag_len = _LE_TAG_LEN if self.little else _BE_TAG_LEN
+        tag_len = LE_TAG_LEN if self.little else _BE_TAG_LEN
         index = 0
         while True:
             if not delimited and pos >= limit:
@@ -355,11 +368,11 @@ class _Walker:
                 raise _truncated(f"sequence {key}", pos)
             group, element, length = tag_len.unpack_from(self.buf, pos)
             tag = (group << 16) | element
-            if tag == _SEQUENCE_DELIMITATION:
+            if tag == SEQUENCE_DELIMITATION:
                 if delimited:
                     return pos + 8
                 raise InvalidDicom(f"unexpected Sequence Delimitation Item in {key} at {pos}")
-            if tag != _ITEM:
+            if tag != ITEM:
                 raise InvalidDicom(
                     f"expected an Item in sequence {key} at offset {pos}, "
                     f"found ({group:04X},{element:04X})"
@@ -367,9 +380,9 @@ class _Walker:
             item_at = pos + 8
             prefix = f"{key}/{index}/"
             item_implicit = implicit
-            if not implicit and _looks_explicit(self.buf, item_at, limit) is False:
+            if not implicit and looks_explicit(self.buf, item_at, limit) is False:
                 item_implicit = True  # PS3.5 §6.2.2: SQ content may be implicit VR
-            if length == _UNDEFINED:
+            if length == UNDEFINED:
                 pos = self.dataset(
                     item_at,
                     limit,
@@ -395,24 +408,38 @@ class _Walker:
 
     def encapsulated(self, pos: int, limit: int) -> tuple[tuple[ByteRange, ...], int]:
         """Walk encapsulated items (PS3.5 §A.4); return item values and the delimiter offset."""
-        tag_len = _LE_TAG_LEN if self.little else _BE_TAG_LEN
-        items: list[ByteRange] = []
-        while True:
-            if pos + 8 > limit:
-                raise _truncated("encapsulated Pixel Data", pos)
-            group, element, length = tag_len.unpack_from(self.buf, pos)
-            tag = (group << 16) | element
-            if tag == _SEQUENCE_DELIMITATION:
-                return tuple(items), pos
-            if tag != _ITEM or length == _UNDEFINED:
-                raise InvalidDicom(
-                    f"invalid encapsulated value: expected an Item at offset {pos}, "
-                    f"found ({group:04X},{element:04X})"
-                )
-            if pos + 8 + length > limit:
-                raise _truncated("encapsulated fragment", pos)
-            items.append(ByteRange(pos + 8, length))
-            pos += 8 + length
+        return encapsulated_items(self.buf, pos, limit, LE_TAG_LEN if self.little else _BE_TAG_LEN)
+
+
+def encapsulated_items(
+    buf: Buffer, pos: int, limit: int, tag_len: struct.Struct = LE_TAG_LEN
+) -> tuple[tuple[ByteRange, ...], int]:
+    """Walk the items of an encapsulated value (PS3.5 §A.4) from ``pos``.
+
+    Returns:
+        The value of every item (Basic Offset Table first, then the fragments) and the offset
+        of the Sequence Delimitation Item.
+
+    Raises:
+        InvalidDicom: An item is not an Item, has undefined length or runs past ``limit``.
+    """
+    items: list[ByteRange] = []
+    while True:
+        if pos + 8 > limit:
+            raise _truncated("encapsulated Pixel Data", pos)
+        group, element, length = tag_len.unpack_from(buf, pos)
+        tag = (group << 16) | element
+        if tag == SEQUENCE_DELIMITATION:
+            return tuple(items), pos
+        if tag != ITEM or length == UNDEFINED:
+            raise InvalidDicom(
+                f"invalid encapsulated value: expected an Item at offset {pos}, "
+                f"found ({group:04X},{element:04X})"
+            )
+        if pos + 8 + length > limit:
+            raise _truncated("encapsulated fragment", pos)
+        items.append(ByteRange(pos + 8, length))
+        pos += 8 + length
 
 
 @lru_cache(maxsize=1024)
@@ -455,7 +482,7 @@ def walk_dataset(
             or nesting deeper than ``max_depth``.
     """
     walker = _Walker(buf, size, little=little, bulk_threshold=bulk_threshold, max_depth=max_depth)
-    probe = _looks_explicit(buf, start, size)
+    probe = looks_explicit(buf, start, size)
     if probe is not None:
         implicit = not probe
     try:

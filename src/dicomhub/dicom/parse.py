@@ -355,7 +355,10 @@ def _check_uid(value: str | None, keyword: str) -> str:
 
 def _add_pixel_elements(metadata: dict[str, Any], top: Mapping[int, ElementLocation]) -> None:
     """Add the top-level Pixel Data elements that ``stop_before_pixels`` did not read."""
-    added = False
+    reorder = False
+    # Keys are in tag order; the usual Pixel Data comes after every key read, so appending it
+    # keeps the order and the dict is rebuilt only otherwise.
+    last = next(reversed(metadata), "")
     for tag in _PIXEL_DATA_PREFERENCE:
         loc = top.get(tag)
         key = f"{tag:08X}"
@@ -366,8 +369,9 @@ def _add_pixel_elements(metadata: dict[str, Any], top: Mapping[int, ElementLocat
             elif tag == 0x7FE00010 and vr not in ("OB", "OW"):
                 vr = "OW"
             metadata[key] = {"vr": vr, "BulkDataURI": MARKER + key}
-            added = True
-    if added:
+            reorder = reorder or key < last
+            last = max(last, key)
+    if reorder:
         ordered = dict(sorted(metadata.items()))
         metadata.clear()
         metadata.update(ordered)

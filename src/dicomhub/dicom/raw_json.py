@@ -42,14 +42,25 @@ from pydicom.values import convert_string
 
 from dicomhub.dicom.json_model import MARKER, convert_raw_element
 from dicomhub.dicom.model import ByteRange
-from dicomhub.dicom.offsets import BINARY_VRS, PIXEL_DATA_TAGS, ElementLocation, WalkResult
+from dicomhub.dicom.offsets import (
+    BINARY_VRS,
+    ITEM,
+    ITEM_DELIMITATION,
+    LE_LONG,
+    LE_TAG_LEN,
+    LONG_VRS,
+    PIXEL_DATA_TAGS,
+    SEQUENCE_DELIMITATION,
+    UNDEFINED,
+    ElementLocation,
+    WalkResult,
+    encapsulated_items,
+    looks_explicit,
+)
+from dicomhub.errors import InvalidDicom
 
 __all__ = ["Unsupported", "WalkJson", "walk_and_convert"]
 
-_ITEM: Final = 0xFFFEE000
-_ITEM_DELIMITATION: Final = 0xFFFEE00D
-_SEQUENCE_DELIMITATION: Final = 0xFFFEE0DD
-_UNDEFINED: Final = 0xFFFFFFFF
 _CHARSET_TAG: Final = 0x00080005
 #: The depth limit of :func:`dicomhub.dicom.json_model.dataset_to_json`.
 _JSON_MAX_DEPTH: Final = 64
@@ -58,18 +69,17 @@ _DEFAULT_ENCODINGS: Final = ("iso8859",)
 _LATIN1: Final = frozenset({"iso8859", "latin_1"})
 _UTF8: Final = "UTF8"
 
+#: An explicit VR element header with a 2-byte length (PS3.5 §7.1.2); the element and item
+#: primitives (tags, long VRs, item walking, the explicit VR probe) are those of
+#: :mod:`dicomhub.dicom.offsets`, so both walkers read the structure the same way. SV and UV
+#: are long in PS3.5 but short in the offsets walker: they are left to the pydicom path.
 _HEADER = struct.Struct("<HH2sH")
-_TAG_LEN = struct.Struct("<HHL")
-_U32 = struct.Struct("<L")
-# VRs with a reserved field and 4-byte length, as the offsets walker reads them (PS3.5 §7.1.2).
-# SV and UV are long in PS3.5 but short in the walker: they are left to the pydicom path.
-_LONG: Final = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "UT"})
 _KNOWN: Final = (
     *("AE", "AS", "AT", "CS", "DA", "DS", "DT", "FD", "FL", "IS", "LO", "LT", "OB", "OD", "OF"),
     *("OL", "OV", "OW", "PN", "SH", "SL", "SQ", "SS", "ST", "TM", "UC", "UI", "UL", "UN", "UR"),
     *("US", "UT"),
 )
-_VR_INFO: Final[dict[bytes, tuple[str, bool]]] = {v.encode(): (v, v in _LONG) for v in _KNOWN}
+_VR_INFO: Final[dict[bytes, tuple[str, bool]]] = {v.encode(): (v, v in LONG_VRS) for v in _KNOWN}
 #: VRs decoded with the Specific Character Set (PS3.5 §6.1.2.3).
 _CHARSET_VRS: Final = frozenset({"SH", "LO", "UC", "ST", "LT", "UT", "PN"})
 _IS_CHARS: Final = b"0123456789+- \\"
@@ -420,7 +430,7 @@ class _JsonWalker:
         threshold = self.bulk_threshold
         top = self.top if depth == 0 else None
         # Only top-level values longer than this are deferred by dcmread (never the charset).
-        defer = self.defer_size if depth == 0 else _UNDEFINED
+        defer = self.defer_size if depth == 0 else UNDEFINED
         handlers = _HANDLERS
         plain = _PLAIN
         hexkeys = _HEX_KEYS
@@ -433,7 +443,7 @@ class _JsonWalker:
             group, element, vrb, length = _HEADER.unpack_from(buf, pos)
             tag = (group << 16) | element
             if group == 0xFFFE:
-                if tag == _ITEM_DELIMITATION and delimited:
+                if tag == ITEM_DELIMITATION and delimited:
                     return pos + 8
                 raise Unsupported
             info = _VR_INFO.get(vrb)
@@ -444,7 +454,7 @@ class _JsonWalker:
             if long_vr:
                 if pos + 12 > limit:
                     raise Unsupported
-                (length,) = _U32.unpack_from(buf, pos + 8)
+                (length,) = LE_LONG.unpack_from(buf, pos + 8)
                 value_at = pos + 12
             else:
                 value_at = pos + 8
@@ -456,7 +466,7 @@ class _JsonWalker:
                 if len(hexkeys) < _HEX_CACHE_SIZE:
                     hexkeys[tag] = hexkey
             emit = out is not None and group != 0x0002
-            if length == _UNDEFINED:
+            if length == UNDEFINED:
                 key = prefix + hexkey
                 if vr == "SQ":
                     items: list[dict[str, Any]] | None = [] if emit else None
@@ -583,21 +593,19 @@ class _JsonWalker:
                 return pos
             if pos + 8 > limit:
                 raise Unsupported
-            group, element, length = _TAG_LEN.unpack_from(buf, pos)
+            group, element, length = LE_TAG_LEN.unpack_from(buf, pos)
             tag = (group << 16) | element
-            if tag == _SEQUENCE_DELIMITATION and delimited:
+            if tag == SEQUENCE_DELIMITATION and delimited:
                 return pos + 8
-            if tag != _ITEM:
+            if tag != ITEM:
                 raise Unsupported
             item_at = pos + 8
             # The walker and pydicom read an item whose first element looks implicit as
             # implicit VR (PS3.5 §6.2.2); only an empty item may do so here.
-            implicit = item_at + 6 <= limit and not (
-                0x40 < buf[item_at + 4] < 0x5B and 0x40 < buf[item_at + 5] < 0x5B
-            )
+            implicit = looks_explicit(buf, item_at, limit) is False
             item: dict[str, Any] | None = {} if items is not None else None
             prefix = f"{key}/{index}/"
-            if length == _UNDEFINED:
+            if length == UNDEFINED:
                 pos = self.dataset(
                     item_at,
                     limit,
@@ -629,19 +637,10 @@ class _JsonWalker:
 
     def encapsulated(self, pos: int, limit: int) -> tuple[tuple[ByteRange, ...], int]:
         """Walk encapsulated items (PS3.5 §A.4); return item values and the delimiter offset."""
-        buf = self.buf
-        fragments: list[ByteRange] = []
-        while True:
-            if pos + 8 > limit:
-                raise Unsupported
-            group, element, length = _TAG_LEN.unpack_from(buf, pos)
-            tag = (group << 16) | element
-            if tag == _SEQUENCE_DELIMITATION:
-                return tuple(fragments), pos
-            if tag != _ITEM or length == _UNDEFINED or pos + 8 + length > limit:
-                raise Unsupported
-            fragments.append(ByteRange(pos + 8, length))
-            pos += 8 + length
+        try:
+            return encapsulated_items(self.buf, pos, limit)
+        except InvalidDicom as exc:
+            raise Unsupported from exc  # the pydicom path reports it
 
 
 def walk_and_convert(
@@ -673,7 +672,7 @@ def walk_and_convert(
         buf, bulk_threshold=bulk_threshold, max_depth=max_depth, defer_size=defer_size
     )
     metadata: dict[str, Any] = {}
-    if start + 6 <= size and not (0x40 < buf[start + 4] < 0x5B and 0x40 < buf[start + 5] < 0x5B):
+    if looks_explicit(buf, start, size) is False:
         raise Unsupported  # the data set is implicit VR despite the transfer syntax
     try:
         end = walker.dataset(
