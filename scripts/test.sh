@@ -10,4 +10,4 @@ V=.venv/bin
 echo "== ruff check";   $V/ruff check src tests bench
 echo "== ruff format";  $V/ruff format --check src tests bench
 echo "== mypy";         $V/mypy
-echo "== pytest";       $V/pytest -q -p no:cacheprovider "$@"
+echo "== pytest";       $V/pytest -q -p no:cacheprovider --durations=30 "$@"
