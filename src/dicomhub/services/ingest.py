@@ -6,12 +6,14 @@ moment leave either nothing visible or a complete instance:
 
 1. ``prepare`` (per instance, in parallel): parse the header and index frame/bulk offsets (no
    pixel data in memory); validate (PS3.10 Part-10 file, UIDs per PS3.5 §9.1, the study of the
-   request path); flush the spooled file to disk.
+   request path); flush the spooled file to disk when the blob store will keep this very file
+   (the filesystem store renames it; S3 uploads a copy and answers for its durability).
 2. ``commit`` (per batch): one query pre-checks duplicates (identical content is an idempotent
-   success without a second write); one transaction reserves the blob keys as *pending*; the
-   blobs are moved into the store durably (one directory fsync for the batch); one transaction
-   makes the instances visible (resolving any concurrent duplicate), releases the reservations
-   and appends to the change feed.
+   success without a second write, so its metadata is never serialized); one transaction
+   reserves the blob keys as *pending*; the blobs are moved into the store durably (one
+   directory fsync for the batch); one transaction makes the instances visible (resolving any
+   concurrent duplicate), releases the reservations and appends to the change feed. The
+   per-batch statements are driver SQL (see :mod:`dicomhub.storage.index.store`).
 3. The caller acknowledges.
 
 A crash between the two transactions leaves pending rows and maybe blobs: the garbage collector
@@ -63,7 +65,14 @@ class Prepared:
     spool: Spool
     sha256: str
     parsed: ParsedInstance
-    metadata_text: str
+    _metadata_text: str | None = None
+
+    @property
+    def metadata_text(self) -> str:
+        """The DICOM JSON text to store, serialized when first needed (never for duplicates)."""
+        if self._metadata_text is None:
+            self._metadata_text = _json_text(self.parsed.metadata)
+        return self._metadata_text
 
     def stored(self, outcome: str) -> Stored:
         """The success record for this instance."""
@@ -99,7 +108,6 @@ def prepare(
                 "Study Instance UID of the instance does not match the study in the request",
                 **_uids(parsed),
             )
-        metadata_text = _json_text(parsed.metadata)
         if isinstance(archive.blobs, FilesystemBlobStore):
             # Flush now, in parallel with other work; the blob store's own fsync is then cheap.
             # Other stores copy the bytes elsewhere: their durability is theirs, not the spool's.
@@ -107,7 +115,7 @@ def prepare(
     except BaseException:
         spool.discard()
         raise
-    return Prepared(spool, sha256, parsed, metadata_text)
+    return Prepared(spool, sha256, parsed)
 
 
 def commit(archive: Archive, tenant_id: int, items: list[Prepared]) -> list[Stored | DicomhubError]:
