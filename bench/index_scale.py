@@ -365,15 +365,8 @@ def time_mix(base: str, mix: dict, reps: int) -> dict:
 
 
 # ------------------------------------------------------------------ plans --
-def compiled_sql(path: str, params: dict, dialect: str) -> tuple[str, str, object]:
-    """dicomhub's statement for one QIDO request: (literal SQL, SQL with bound parameters, params).
-
-    The server binds its values (``?`` on SQLite, server-side parameters through psycopg 3 on
-    PostgreSQL), which can change the plan, so the plans below are taken with bound values too.
-    """
-    from sqlalchemy.dialects import sqlite
-    from sqlalchemy.dialects.postgresql import psycopg as pg_psycopg
-
+def compiled_query(path: str, params: dict):
+    """The SQLAlchemy statement dicomhub builds for one QIDO request (tenant 1)."""
     from dicomhub.domain.query import Level
     from dicomhub.storage.index.queries import search_statement
     from dicomhub.web.dicomweb.qido_params import parse_query
@@ -389,13 +382,55 @@ def compiled_sql(path: str, params: dict, dialect: str) -> tuple[str, str, objec
         json_levels = _Plan(query).json_levels
     except Exception:
         json_levels = (Level.PATIENT, Level.STUDY)
-    stmt = search_statement(query, 1, json_levels)
+    return search_statement(query, 1, json_levels)
+
+
+def compiled_sql(path: str, params: dict, dialect: str) -> tuple[str, str, object]:
+    """dicomhub's statement for one QIDO request: (literal SQL, SQL with bound parameters, params).
+
+    The server binds its values (``?`` on SQLite, server-side parameters through psycopg 3 on
+    PostgreSQL), which can change the plan, so the plans below are taken with bound values too.
+    """
+    from sqlalchemy.dialects import sqlite
+    from sqlalchemy.dialects.postgresql import psycopg as pg_psycopg
+
+    stmt = compiled_query(path, params)
     d = pg_psycopg.dialect() if dialect == "pg" else sqlite.dialect()
     literal = str(stmt.compile(dialect=d, compile_kwargs={"literal_binds": True}))
     c = stmt.compile(dialect=d)
     if dialect == "pg":
         return literal, str(c), dict(c.params)
     return literal, str(c), [c.params[k] for k in c.positiontup]
+
+
+def pg_generic(conn, path: str, params: dict) -> tuple[float, str]:
+    """Time and plan of the statement as a prepared statement forced onto its generic plan.
+
+    psycopg 3 prepares a statement on the server after 5 executions of the same SQL text, and
+    PostgreSQL may then switch to a generic plan (no parameter values known at planning): what
+    a busy server runs can differ from the plan of one literal query.
+    """
+    from psycopg import sql as psql
+    from sqlalchemy.dialects import postgresql
+
+    literal_q = compiled_query(path, params)
+    c = literal_q.compile(dialect=postgresql.dialect(paramstyle="numeric_dollar"))
+    vals = [c.params[k] for k in c.positiontup]
+    args = ", ".join(psql.Literal(v).as_string(conn) for v in vals)
+    conn.execute("DEALLOCATE ALL")
+    conn.execute(f"PREPARE dh_bench AS {c}")
+    conn.execute("SET plan_cache_mode = force_generic_plan")
+    try:
+        ts = []
+        for _ in range(6):
+            t0 = time.perf_counter()
+            conn.execute(f"EXECUTE dh_bench({args})").fetchall()
+            ts.append(time.perf_counter() - t0)
+        plan = conn.execute(f"EXPLAIN (ANALYZE, BUFFERS) EXECUTE dh_bench({args})").fetchall()
+    finally:
+        conn.execute("RESET plan_cache_mode")
+        conn.execute("DEALLOCATE dh_bench")
+    return sorted(ts[1:])[len(ts[1:]) // 2] * 1000, "\n".join(r[0] for r in plan)
 
 
 def explain_all(backend: str, per_query: dict, conn_info) -> dict:
@@ -409,7 +444,7 @@ def explain_all(backend: str, per_query: dict, conn_info) -> dict:
             out[kind] = dict(error=f"{type(e).__name__}: {e}")
             continue
         try:
-            ts = []
+            ts, extra = [], {}
             if backend == "pg":
                 import psycopg
 
@@ -420,6 +455,11 @@ def explain_all(backend: str, per_query: dict, conn_info) -> dict:
                         ts.append(time.perf_counter() - t0)
                     plan = c.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql, args).fetchall()
                     plan_txt = "\n".join(r[0] for r in plan)
+                    try:
+                        g_ms, g_plan = pg_generic(c, path, params)
+                        extra = dict(generic_ms=round(g_ms, 3), generic_plan=g_plan)
+                    except Exception as e:
+                        extra = dict(generic_error=f"{type(e).__name__}: {e}")
             else:
                 c = sqlite3.connect(conn_info)
                 c.execute("PRAGMA case_sensitive_like=ON")  # as the server's connections
@@ -436,6 +476,7 @@ def explain_all(backend: str, per_query: dict, conn_info) -> dict:
                 sql=literal,
                 db_ms=round(sorted(ts[1:])[len(ts[1:]) // 2] * 1000, 3),
                 plan=plan_txt,
+                **extra,
             )
         except Exception as e:
             out[kind] = dict(sql=literal, error=f"{type(e).__name__}: {e}")
@@ -505,11 +546,13 @@ def run_backend(backend: str, a, z: dict) -> dict:
     log(f"{backend}: pooled p50 {o.get('p50_ms')} ms, p95 {o.get('p95_ms')} ms")
     for k, v in res["per_query"].items():
         flag = "  <-- over budget" if (v.get("p95_ms") or 0) >= BUDGET_MS else ""
+        g = plans.get(k, {}).get("generic_ms")
+        generic = f" (generic plan {g} ms)" if g is not None else ""
         log(
             f"   {k:20s} p50 {v.get('p50_ms'):8.2f}  p95 {v.get('p95_ms'):8.2f}  "
             f"slowest value p50 {v['slowest']['p50_ms']} ms, "
             f"its SQL {plans.get(k, {}).get('db_ms', '-')} ms"
-            f"  results {v['results_mean']}{flag}"
+            f"{generic}  results {v['results_mean']}{flag}"
         )
     if not a.keep:
         shutil.rmtree(work, ignore_errors=True)
