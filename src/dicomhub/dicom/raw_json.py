@@ -558,10 +558,12 @@ class _JsonWalker:
                     elif kind == _PLAIN_TEXT and enc[0] not in _LATIN1:
                         out[hexkey] = _convert(tag, vr, raw, value_at, enc, length > defer)
                     else:
-                        # The single-valued, NUL-free case of _string, _ui and _multi_text.
-                        text = raw.decode("latin-1")
+                        # The single-valued case of _string, _ui and _multi_text: trailing
+                        # spaces and NULs (UI padding) stripped, no NUL or ESC inside.
+                        text = raw.decode("latin-1").rstrip(" \x00")
                         if "\\" not in text and "\x00" not in text and "\x1b" not in text:
-                            text = text.rstrip(" ") if kind != _PLAIN_UI else text.strip()
+                            if kind == _PLAIN_UI:
+                                text = text.strip()
                             out[hexkey] = {"vr": vr, "Value": [text]} if text else {"vr": vr}
                         else:
                             out[hexkey] = _convert(tag, vr, raw, value_at, enc, length > defer)
