@@ -1,9 +1,17 @@
-"""Resize and encode 8-bit frames as PNG, JPEG or GIF (PS3.18 §8.7.4 rendered media types)."""
+"""Crop, resize and encode 8-bit frames as PNG, JPEG or GIF (PS3.18 §8.7.4 media types).
+
+The ``viewport`` query parameter (PS3.18 §8.3.5.1.3) is ``vw,vh`` (fit the image into vw x vh
+pixels) or ``vw,vh,sx,sy,sw,sh``: the source region whose top-left corner is (sx, sy) and whose
+size is sw x sh source pixels, fitted into the viewport; a negative sw or sh flips the region
+horizontally or vertically.
+"""
 
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,6 +25,67 @@ DEFAULT_QUALITY = 90
 GIF_FRAME_MS = 100
 
 
+#: Largest value of a viewport size (vw, vh).
+MAX_VIEWPORT = 16384
+#: Largest |sx|, |sy|, |sw|, |sh|: Rows and Columns are US (PS3.3 C.7.6.3.1), at most 65535.
+MAX_REGION = 65535
+#: Most pixels of an image that a viewport scales to (the source size itself is not limited).
+MAX_OUTPUT_PIXELS = 64 * 1024**2
+_OFFSET = re.compile(r"[0-9]{1,5}")
+_EXTENT = re.compile(r"-?[0-9]{1,5}")
+
+
+class RegionOutside(InvalidInput):
+    """The viewport's source region holds no pixel of this image (a 400, PS3.18 §8.3.5.1.3)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Region:
+    """The source region of ``viewport=vw,vh,sx,sy,sw,sh`` (PS3.18 §8.3.5.1.3).
+
+    Attributes:
+        x: Column of the region's top-left corner (sx), 0-based.
+        y: Row of the region's top-left corner (sy), 0-based.
+        width: Columns of the region (sw); ``None`` reaches the right edge; negative flips the
+            region horizontally (the region is still columns ``x .. x + |width| - 1``).
+        height: Rows of the region (sh), likewise; negative flips vertically.
+    """
+
+    x: int = 0
+    y: int = 0
+    width: int | None = None
+    height: int | None = None
+
+    def bounds(self, rows: int, columns: int) -> tuple[int, int, int, int]:
+        """``(x0, y0, x1, y1)``: the region clipped to a ``rows`` x ``columns`` image.
+
+        Raises:
+            RegionOutside: Nothing of the region lies within the image.
+        """
+        x1 = columns if self.width is None else min(columns, self.x + abs(self.width))
+        y1 = rows if self.height is None else min(rows, self.y + abs(self.height))
+        if self.x >= x1 or self.y >= y1:
+            raise RegionOutside(
+                f"viewport region {self.text()} lies outside the {columns}x{rows} image"
+            )
+        return self.x, self.y, x1, y1
+
+    def text(self) -> str:
+        """The region as written in the query: ``sx,sy,sw,sh`` (empty sides stay empty)."""
+        w = "" if self.width is None else str(self.width)
+        h = "" if self.height is None else str(self.height)
+        return f"{self.x},{self.y},{w},{h}"
+
+
+def _size(part: str) -> int:
+    p = part.strip()
+    if not p:
+        return 0
+    if not p.isdigit() or len(p) > 5 or not 0 <= int(p) <= MAX_VIEWPORT:
+        raise InvalidInput(f"viewport width and height must be integers 1..{MAX_VIEWPORT}")
+    return int(p)
+
+
 def parse_viewport(text: str) -> tuple[int, int]:
     """Parse ``vw,vh`` (PS3.18 §8.3.5.1.3) or ``WxH``; a missing side keeps the aspect ratio.
 
@@ -26,18 +95,67 @@ def parse_viewport(text: str) -> tuple[int, int]:
     parts = text.replace("x", ",").replace("X", ",").split(",")
     if len(parts) != 2:
         raise InvalidInput("viewport must be width,height")
-    sizes: list[int] = []
-    for part in parts:
-        p = part.strip()
-        if not p:
-            sizes.append(0)
-            continue
-        if not p.isdigit() or len(p) > 5 or not 0 <= int(p) <= 16384:
-            raise InvalidInput("viewport width and height must be integers 1..16384")
-        sizes.append(int(p))
+    sizes = [_size(p) for p in parts]
     if sizes == [0, 0]:
         raise InvalidInput("viewport needs a width or a height")
     return sizes[0], sizes[1]
+
+
+def parse_viewport_region(text: str) -> tuple[tuple[int, int], Region | None]:
+    """Parse the ``viewport`` query parameter: ``vw,vh[,sx,sy,sw,sh]`` (PS3.18 §8.3.5.1.3).
+
+    ``vw,vh`` as in :func:`parse_viewport` (also ``WxH``). The region fields may be empty or
+    left off at the end: sx and sy default to 0, sw and sh to the rest of the image. sx and sy
+    are integers 0..65535; sw and sh non-zero integers -65535..65535, negative to flip.
+
+    Returns:
+        ``((vw, vh), region)``; the region is ``None`` when no region field is given.
+
+    Raises:
+        InvalidInput: Anything else, with the reason.
+    """
+    if len(text) > 80:
+        raise InvalidInput("viewport is too long")
+    parts = text.split(",")
+    if len(parts) <= 2:
+        return parse_viewport(text), None
+    if len(parts) > 6:
+        raise InvalidInput("viewport must be vw,vh or vw,vh,sx,sy,sw,sh")
+    size = (_size(parts[0]), _size(parts[1]))
+    if size == (0, 0):
+        raise InvalidInput("viewport needs a width or a height")
+    sx, sy, sw, sh = [p.strip() for p in [*parts[2:], "", "", ""][:4]]
+    for name, value in (("sx", sx), ("sy", sy)):
+        if value and (not _OFFSET.fullmatch(value) or int(value) > MAX_REGION):
+            raise InvalidInput(f"viewport {name} must be an integer 0..{MAX_REGION}")
+    for name, value in (("sw", sw), ("sh", sh)):
+        if value and (not _EXTENT.fullmatch(value) or abs(int(value)) > MAX_REGION):
+            raise InvalidInput(
+                f"viewport {name} must be an integer -{MAX_REGION}..{MAX_REGION} (negative flips)"
+            )
+        if value and int(value) == 0:
+            raise InvalidInput(f"viewport {name} must not be 0 (the region would be empty)")
+    if not (sx or sy or sw or sh):
+        return size, None
+    region = Region(int(sx or 0), int(sy or 0), int(sw) if sw else None, int(sh) if sh else None)
+    return size, region
+
+
+def crop(frame: np.ndarray[Any, Any], region: Region | None) -> np.ndarray[Any, Any]:
+    """The ``region`` of a rendered frame, clipped to it and flipped as the region asks.
+
+    Raises:
+        RegionOutside: The region holds no pixel of the frame.
+    """
+    if region is None:
+        return frame
+    x0, y0, x1, y1 = region.bounds(frame.shape[0], frame.shape[1])
+    out = frame[y0:y1, x0:x1]
+    if region.width is not None and region.width < 0:
+        out = out[:, ::-1]
+    if region.height is not None and region.height < 0:
+        out = out[::-1]
+    return np.ascontiguousarray(out)
 
 
 def parse_quality(text: str) -> int:
@@ -64,6 +182,11 @@ def resize(frame: np.ndarray[Any, Any], viewport: tuple[int, int] | None) -> Ima
     size = fit_size(frame.shape[0], frame.shape[1], viewport)
     if size == image.size:
         return image
+    if size[0] * size[1] > MAX_OUTPUT_PIXELS:
+        raise InvalidInput(
+            f"the viewport would scale the image to {size[0]}x{size[1]} pixels; "
+            f"at most {MAX_OUTPUT_PIXELS} are rendered"
+        )
     return image.resize(size, Image.Resampling.LANCZOS)
 
 

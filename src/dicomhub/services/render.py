@@ -12,8 +12,10 @@ import io
 import logging
 import os
 import threading
+import time
 import warnings
-from collections.abc import Callable
+import zipfile
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -52,13 +54,18 @@ _raw: SizedLRU[list[bytes]] = SizedLRU(64 * 1024**2)
 
 @dataclass(frozen=True, slots=True)
 class RenderRequest:
-    """What to produce: media type, VOI options, viewport (fit), JPEG quality, frames."""
+    """What to produce: media type, VOI options, viewport, JPEG quality, frames, region.
+
+    ``region`` is the source region of ``viewport=vw,vh,sx,sy,sw,sh`` (PS3.18 §8.3.5.1.3): the
+    rendered frame is cropped (and flipped) to it before it is fitted into ``viewport``.
+    """
 
     media_type: str = "image/jpeg"
     options: RenderOptions = field(default_factory=RenderOptions)
     viewport: tuple[int, int] | None = None
     quality: int | None = None
     frames: str | None = None  # "all" | "1,5-9"; None = the resource's default
+    region: enc.Region | None = None
 
 
 def _key(rec: InstanceRecord) -> tuple[str, str]:
@@ -172,7 +179,8 @@ def rendered_frames(
 
     def one(n: int) -> Image.Image:
         module, decoded = decoded_frame(archive, rec, n)
-        return enc.resize(_render(module, decoded, n, req.options), req.viewport)
+        frame = enc.crop(_render(module, decoded, n, req.options), req.region)
+        return enc.resize(frame, req.viewport)
 
     images = _map(one, numbers)
     if req.media_type == "image/gif":
@@ -211,11 +219,141 @@ def _map(fn: Callable[[T], R], items: list[T]) -> list[R]:
     return list(_pool.map(fn, items))
 
 
-def instance_frames(archive: Archive, rec: InstanceRecord, req: RenderRequest) -> list[int]:
-    """The frames an instance-level request renders: ``frames=``, else all for GIF, else 1."""
+def instance_frames(
+    archive: Archive, rec: InstanceRecord, req: RenderRequest, every: bool = False
+) -> list[int]:
+    """The frames an instance-level request renders.
+
+    ``frames=``, else every frame for GIF (or when ``every``, as for a ZIP), else frame 1.
+    """
     module = module_for(archive, rec)
-    default = list(range(1, module.number_of_frames + 1)) if req.media_type == "image/gif" else [1]
+    everything = every or req.media_type == "image/gif"
+    default = list(range(1, module.number_of_frames + 1)) if everything else [1]
     return parse_frame_ranges(req.frames, module.number_of_frames, default)
+
+
+# ---------------------------------------------------------------------------------------------
+# a ZIP of rendered images (study, series, instance)
+
+#: Frames of one instance rendered and encoded together in a ZIP; bounds a ZIP stream's memory.
+ZIP_BATCH = 32
+
+
+@dataclass(frozen=True, slots=True)
+class ZipItem:
+    """One instance of a ZIP of rendered images.
+
+    Attributes:
+        rec: The instance.
+        stem: Entry name without frame number and extension, e.g. ``series-001/image-0003``
+            (ordinals, never UIDs or patient data); ``""`` at instance level, whose entries are
+            ``frame-0001.png`` (``image.gif`` for an animated GIF).
+        frames: The frames to render; ``None``: those of an instance in a study or series
+            (``frames=``, else frame 1; every frame for GIF).
+    """
+
+    rec: InstanceRecord
+    stem: str
+    frames: list[int] | None = None
+
+
+class _Sink:
+    """A write-only file for :class:`zipfile.ZipFile`; the bytes are taken as they come."""
+
+    def __init__(self) -> None:
+        self._chunks: list[bytes] = []
+
+    def write(self, data: bytes, /) -> int:
+        self._chunks.append(bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        """Nothing to flush: :meth:`take` hands the bytes on."""
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+    def take(self) -> bytes:
+        out = b"".join(self._chunks)
+        self._chunks.clear()
+        return out
+
+
+def _entry_name(stem: str, number: int, width: int, per_frame: bool, ext: str) -> str:
+    if not per_frame:
+        return f"{stem or 'image'}.{ext}"
+    frame = f"frame-{number:0{width}d}"
+    return f"{stem}-{frame}.{ext}" if stem else f"{frame}.{ext}"
+
+
+def rendered_zip(
+    archive: Archive, items: Sequence[ZipItem], req: RenderRequest, max_entries: int
+) -> Iterator[bytes]:
+    """A ZIP (PKWARE APPNOTE) of rendered images, produced instance by instance.
+
+    Rendered resources of a study or series may be a ZIP of images (our packaging of PS3.18
+    §10.4.1.1.3). Entries are stored uncompressed (the images are compressed already), with
+    data descriptors, so nothing is seeked and at most :data:`ZIP_BATCH` encoded frames are
+    held at a time; ZIP64 records are written when the archive outgrows 4 GiB. An instance
+    that cannot be rendered (no image, undecodable, the viewport region outside it) is left
+    out, as in the multipart response; so are frames of an instance that fail to render.
+
+    Args:
+        archive: The archive.
+        items: The instances, their entry names and frames, in order.
+        req: What to render; ``req.media_type`` is the type of every entry.
+        max_entries: Most entries (``DICOMHUB_MAX_FRAMES_PER_REQUEST``).
+
+    Yields:
+        Chunks of the ZIP file; the first after the first rendered instance.
+
+    Raises:
+        NotRenderable: Nothing could be rendered (before the first chunk); with one item,
+            the error of that item.
+        InvalidInput: More than ``max_entries`` images.
+    """
+    sink = _Sink()
+    ext = enc.EXTENSIONS[req.media_type]
+    gif = req.media_type == "image/gif"
+    stamp = time.gmtime()[:6]
+    written = 0
+    first_error: Exception | None = None
+    with zipfile.ZipFile(sink, "w", zipfile.ZIP_STORED) as zf:
+        for item in items:
+            try:
+                module = module_for(archive, item.rec)
+                numbers = item.frames or instance_frames(archive, item.rec, req)
+            except NotRenderable as exc:
+                first_error = first_error or exc
+                continue
+            per_frame = not gif and (not item.stem or module.number_of_frames > 1)
+            width = max(4, len(str(module.number_of_frames)))
+            step = max(1, len(numbers)) if gif else ZIP_BATCH
+            for i in range(0, len(numbers), step):
+                batch = numbers[i : i + step]
+                try:
+                    images = rendered_frames(archive, item.rec, batch, req)
+                except (NotRenderable, enc.RegionOutside) as exc:
+                    first_error = first_error or exc
+                    continue
+                for number, data in zip(batch, images, strict=False):
+                    written += 1
+                    if written > max_entries:
+                        raise InvalidInput(
+                            f"more than {max_entries} images; ask for fewer (series, frames=)"
+                        )
+                    info = zipfile.ZipInfo(
+                        _entry_name(item.stem, number, width, per_frame, ext), stamp
+                    )
+                    info.compress_type = zipfile.ZIP_STORED
+                    zf.writestr(info, data)
+                yield sink.take()
+        if written == 0:
+            if len(items) == 1 and first_error is not None:
+                raise first_error
+            reason = f": {getattr(first_error, 'reason', '')}" if first_error else ""
+            raise NotRenderable("no instance here can be rendered" + reason)
+    yield sink.take()
 
 
 def encapsulated_pdf(archive: Archive, rec: InstanceRecord) -> bytes:
@@ -286,7 +424,9 @@ def transcode_explicit_le(archive: Archive, rec: InstanceRecord) -> bytes:
 
 
 __all__ = [
+    "ZIP_BATCH",
     "RenderRequest",
+    "ZipItem",
     "decoded_frame",
     "encapsulated_pdf",
     "instance_frames",
@@ -295,6 +435,7 @@ __all__ = [
     "render_dataset",
     "renderable",
     "rendered_frames",
+    "rendered_zip",
     "transcode_explicit_le",
 ]
 
@@ -321,7 +462,7 @@ def render_dataset(
 
     def one(n: int) -> Image.Image:
         frame = _render(module, decode_frame(module, raw[n - 1]), n, req.options)
-        image = enc.resize(frame, req.viewport)
+        image = enc.resize(enc.crop(frame, req.region), req.viewport)
         if progress is not None:
             progress(1)
         return image

@@ -3,16 +3,21 @@
 ``.../rendered`` and ``.../thumbnail`` at study, series, instance and frame level, as
 ``image/jpeg`` (the default), ``image/png`` or ``image/gif`` (animated for several frames);
 an Encapsulated PDF instance as ``application/pdf``. Study and series level answer
-``multipart/related`` with one image per instance. Query parameters (PS3.18 §8.3.5):
-``window=center,width[,linear|linear-exact|sigmoid]``, ``viewport=vw,vh``, ``quality``,
-``accept``; ours: ``preset=NAME`` (named windows), ``frames=all|1,5-9``.
+``multipart/related`` with one image per instance, or, for ``Accept: application/zip``
+(``; type="image/png"`` chooses the image type, default ``image/jpeg``), a streamed ZIP whose
+entry names are ordinals (``series-001/image-0001.jpg``), never UIDs. Query parameters
+(PS3.18 §8.3.5): ``window=center,width[,linear|linear-exact|sigmoid]``,
+``viewport=vw,vh[,sx,sy,sw,sh]`` (§8.3.5.1.3: fit, or a source region fitted, negative sw/sh
+flipping), ``quality``, ``accept``; ours: ``preset=NAME`` (named windows), ``frames=all|1,5-9``.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Iterator
+
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from dicomhub.errors import InvalidInput, NotAcceptable, NotRenderable
@@ -27,29 +32,48 @@ from dicomhub.web.media import MediaRange, parse_accept
 from dicomhub.web.multipart import encode_part_headers, multipart_content_type, new_boundary
 
 PDF = "application/pdf"
+ZIP = "application/zip"
 DEFAULT_MEDIA = "image/jpeg"  # PS3.18 §8.7.4: image/jpeg is the default rendered type
 _KNOWN_PARAMS = {"window", "viewport", "quality", "preset", "frames", "accept", "annotation"}
+SINGLE, MULTIPART, ZIPPED = "single", "multipart", "zip"
 
 
-def choose_media(accept: list[MediaRange], allow_pdf: bool = False) -> tuple[str, bool]:
-    """(media type, multipart requested) for rendered content (PS3.18 Table 8.7.4-2)."""
+def choose_media(
+    accept: list[MediaRange], allow_pdf: bool = False, allow_zip: bool = False
+) -> tuple[str, str]:
+    """(media type of the images, packaging) for rendered content (PS3.18 Table 8.7.4-2).
+
+    The packaging is ``single`` (one image), ``multipart`` (``multipart/related``, PS3.18
+    §8.7.3.2) or ``zip`` (``application/zip``, where ``allow_zip``; its ``type`` parameter names
+    the image type, as ``type`` does for ``multipart/related``).
+
+    Raises:
+        NotAcceptable: No acceptable range names something we produce.
+    """
     candidates = [*enc.MEDIA_TYPES, *([PDF] if allow_pdf else [])]
     default = PDF if allow_pdf else DEFAULT_MEDIA
     for r in accept:
         if r.type == "multipart" and r.subtype in ("related", "*"):
             part = r.params.get("type", default).lower()
             if part in candidates:
-                return part, True
+                return part, MULTIPART
+            continue
+        if allow_zip and r.media_type == ZIP:
+            part = r.params.get("type", DEFAULT_MEDIA).lower()
+            if part in enc.MEDIA_TYPES:
+                return part, ZIPPED
             continue
         if r.type == "*":
-            return default, False
+            return default, SINGLE
         if r.type == "image" and r.subtype == "*" and not allow_pdf:
-            return DEFAULT_MEDIA, False
+            return DEFAULT_MEDIA, SINGLE
         if r.media_type in candidates:
-            return r.media_type, False
+            return r.media_type, SINGLE
     raise NotAcceptable(
         "cannot satisfy Accept; rendered images are available as image/jpeg, image/png, "
-        "image/gif" + (", application/pdf" if allow_pdf else "")
+        "image/gif"
+        + (", application/pdf" if allow_pdf else "")
+        + ('; several as application/zip; type="image/..."' if allow_zip else "")
     )
 
 
@@ -66,13 +90,15 @@ def _request(request: Request, media: str, thumbnail: bool) -> render.RenderRequ
         window = parse_window(q["window"])
     elif "preset" in q:
         window = preset_window(q["preset"], archive.settings.window_presets)
-    viewport = enc.parse_viewport(q["viewport"]) if "viewport" in q else None
+    viewport, region = None, None
+    if "viewport" in q:
+        viewport, region = enc.parse_viewport_region(q["viewport"])
     if thumbnail and viewport is None:
         size = archive.settings.thumbnail_size
         viewport = (size, size)
     quality = enc.parse_quality(q["quality"]) if "quality" in q else None
     return render.RenderRequest(
-        media, RenderOptions(window=window), viewport, quality, q.get("frames")
+        media, RenderOptions(window=window), viewport, quality, q.get("frames"), region
     )
 
 
@@ -111,8 +137,12 @@ async def rendered_instance(request: Request) -> Response:
     pdf = await run_in_threadpool(_pdf_or_none, archive, rec, accept)
     if pdf is not None:
         return Response(pdf, media_type=PDF)
-    media, multipart = choose_media(accept)
+    media, packaging = choose_media(accept, allow_zip=not thumbnail)
     req = _request(request, media, thumbnail)
+    if packaging == ZIPPED:  # every frame, unless frames= says otherwise
+        numbers = await run_in_threadpool(render.instance_frames, archive, rec, req, True)
+        _check_count(len(numbers), archive)
+        return await _zip(request, [render.ZipItem(rec, "", numbers)], req, "instance")
 
     def work() -> list[bytes]:
         numbers = render.instance_frames(archive, rec, req)
@@ -120,7 +150,7 @@ async def rendered_instance(request: Request) -> Response:
 
     images = await run_in_threadpool(work)
     url = retrieve.instance_url(base_url(request), rec)
-    if len(images) == 1 and not multipart:
+    if len(images) == 1 and packaging == SINGLE:
         return Response(images[0], media_type=media)
     return _multipart([(media, f"{url}/frames/{i + 1}", img) for i, img in enumerate(images)])
 
@@ -133,11 +163,13 @@ async def rendered_frames(request: Request) -> Response:
     numbers = retrieve.parse_frame_list(
         request.path_params["frames"], archive.settings.max_frames_per_request
     )
-    media, multipart = choose_media(_accept(request))
+    media, packaging = choose_media(_accept(request), allow_zip=not thumbnail)
     req = _request(request, media, thumbnail)
+    if packaging == ZIPPED:
+        return await _zip(request, [render.ZipItem(rec, "", numbers)], req, "frames")
     images = await run_in_threadpool(render.rendered_frames, archive, rec, numbers, req)
     url = retrieve.instance_url(base_url(request), rec)
-    if len(images) == 1 and not multipart:
+    if len(images) == 1 and packaging == SINGLE:
         return Response(images[0], media_type=media)
     return _multipart(
         [(media, f"{url}/frames/{n}", img) for n, img in zip(numbers, images, strict=False)]
@@ -147,13 +179,19 @@ async def rendered_frames(request: Request) -> Response:
 async def rendered_collection(request: Request) -> Response:
     """GET study or series ``/rendered``: one image per renderable instance, multipart/related.
 
-    ``/thumbnail`` at these levels is a single image of the first renderable instance.
+    Or a ZIP of them (``Accept: application/zip``). ``/thumbnail`` at these levels is a single
+    image of the first renderable instance.
     """
     thumbnail = request.url.path.endswith("/thumbnail")
     records = await _records(request)
     archive = archive_of(request)
-    media, _ = choose_media(_accept(request))
+    media, packaging = choose_media(_accept(request), allow_zip=not thumbnail)
     req = _request(request, media, thumbnail)
+    if packaging == ZIPPED:
+        _check_count(len(records), archive)
+        study_level = "series" not in request.path_params
+        items = _collection_items(records, study_level)
+        return await _zip(request, items, req, "study" if study_level else "series")
     base = base_url(request)
 
     def work() -> list[tuple[str, str, bytes]]:
@@ -163,7 +201,7 @@ async def rendered_collection(request: Request) -> Response:
             try:
                 numbers = render.instance_frames(archive, rec, req)
                 images = render.rendered_frames(archive, rec, numbers, req)
-            except NotRenderable as exc:
+            except (NotRenderable, enc.RegionOutside) as exc:
                 reasons.append(exc.reason)
                 continue
             url = retrieve.instance_url(base, rec)
@@ -180,6 +218,64 @@ async def rendered_collection(request: Request) -> Response:
     if thumbnail:
         return Response(parts[0][2], media_type=media)
     return _multipart(parts)
+
+
+def _check_count(count: int, archive: Archive) -> None:
+    limit = archive.settings.max_frames_per_request
+    if count > limit:
+        raise InvalidInput(f"a ZIP holds at most {limit} images; this asks for {count}")
+
+
+def _collection_items(records: list[InstanceRecord], study_level: bool) -> list[render.ZipItem]:
+    """ZIP entry stems by ordinal: ``series-001/image-0001`` (study), ``image-0001`` (series).
+
+    An instance keeps the ordinal of its place in its series (index order: Series Number,
+    Instance Number), so an instance left out leaves a gap; UIDs never appear in names.
+    """
+    by_series: dict[str, list[InstanceRecord]] = {}
+    for rec in records:
+        by_series.setdefault(rec.series_uid, []).append(rec)
+    series_width = max(3, len(str(len(by_series))))
+    items: list[render.ZipItem] = []
+    for s, members in enumerate(by_series.values(), start=1):
+        width = max(4, len(str(len(members))))
+        folder = f"series-{s:0{series_width}d}/" if study_level else ""
+        items += [
+            render.ZipItem(rec, f"{folder}image-{i:0{width}d}")
+            for i, rec in enumerate(members, start=1)
+        ]
+    return items
+
+
+async def _zip(
+    request: Request, items: list[render.ZipItem], req: render.RenderRequest, name: str
+) -> Response:
+    """A streamed ``application/zip`` of rendered images, as an attachment ``{name}.zip``.
+
+    The first instance is rendered before the response starts, so a request that renders
+    nothing (or is refused) gets its 4xx; later instances stream as they are rendered.
+    """
+    archive = archive_of(request)
+    limit = archive.settings.max_frames_per_request
+    chunks = render.rendered_zip(archive, items, req, limit)
+    first = await run_in_threadpool(next, chunks, b"")
+
+    async def body() -> AsyncIterator[bytes]:
+        yield first
+        async for chunk in _iterate(chunks):
+            yield chunk
+
+    headers = {"Content-Disposition": f'attachment; filename="{name}.zip"'}
+    return StreamingResponse(body(), media_type=ZIP, headers=headers)
+
+
+async def _iterate(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
+    """Pull a blocking chunk iterator from a worker thread, one chunk at a time."""
+    while True:
+        chunk = await run_in_threadpool(next, chunks, None)
+        if chunk is None:
+            return
+        yield chunk
 
 
 def routes() -> list[BaseRoute]:
