@@ -365,3 +365,28 @@ def test_zip_is_bounded_by_max_frames_per_request(
         )
         assert sorted(entries(two)) == ["frame-0001.png", "frame-0002.png"]
     bounded.close()
+
+
+def test_frames_in_a_collection(client: TestClient, study: Study) -> None:
+    """``frames=`` in a study: instances without those frames are left out (multipart, ZIP)."""
+    url = f"{ROOT}/studies/{study.uid}/rendered?frames=2-3"
+    parts = multipart_parts(
+        client.get(url, headers={"Accept": "multipart/related; type=image/png"})
+    )
+    multi = study.url(study.multi)
+    assert [h["content-location"] for h, _ in parts] == [
+        f"http://testserver{multi}/frames/2/rendered",
+        f"http://testserver{multi}/frames/3/rendered",
+    ]
+    frames = study.pixels[study.multi.SOPInstanceUID]
+    assert [png(d).tolist() for _, d in parts] == [frames[1].tolist(), frames[2].tolist()]
+    files = entries(client.get(url, headers={"Accept": PNG_ZIP}))
+    assert sorted(files) == [
+        "series-002/image-0001-frame-0002.png",
+        "series-002/image-0001-frame-0003.png",
+    ]
+    for bad in ("frames=0", "frames=3-2", "frames=x", "frames=1-999999999"):
+        resp = client.get(f"{ROOT}/studies/{study.uid}/rendered?{bad}", headers={"Accept": PNG_ZIP})
+        assert resp.status_code == 400 and resp.json()["error"], bad
+    none = client.get(f"{ROOT}/studies/{study.uid}/rendered?frames=9", headers={"Accept": PNG_ZIP})
+    assert none.status_code == 400 and "frames 9 outside" in none.json()["error"]

@@ -143,11 +143,24 @@ def decoded_frame(
     return module, hit
 
 
+#: Most frames one ``frames=`` parameter names.
+MAX_FRAMES = 100000
+
+
+class FramesOutside(InvalidInput):
+    """``frames=`` names a frame the instance does not have.
+
+    A 400 for an instance; in a study or series, that instance is left out.
+    """
+
+
 def parse_frame_ranges(text: str | None, count: int, default: list[int]) -> list[int]:
     """Parse ``all`` or ``1,5-9`` (1-based) against ``count`` frames.
 
     Raises:
-        InvalidInput: Malformed, or a frame outside 1..count.
+        InvalidInput: Malformed, a descending range, frame 0, or more than
+            :data:`MAX_FRAMES` frames.
+        FramesOutside: A frame above ``count``.
     """
     if text is None or not text.strip():
         return default
@@ -159,12 +172,23 @@ def parse_frame_ranges(text: str | None, count: int, default: list[int]) -> list
         if not lo.isdigit() or (sep and not hi.isdigit()) or len(lo) > 9 or len(hi) > 9:
             raise InvalidInput("frames must be 'all' or numbers and ranges like 1,5-9")
         a, b = int(lo), int(hi) if sep else int(lo)
-        if a < 1 or b < a or b > count:
-            raise InvalidInput(f"frames {part.strip()} outside 1..{count}")
+        if a < 1 or b < a:
+            raise InvalidInput(f"frames {part.strip()} is not a frame or range of frames 1..")
+        if len(out) + b - a + 1 > MAX_FRAMES:
+            raise InvalidInput(f"too many frames (at most {MAX_FRAMES})")
+        if b > count:
+            raise FramesOutside(f"frames {part.strip()} outside 1..{count}")
         out.extend(range(a, b + 1))
-        if len(out) > 100000:
-            raise InvalidInput("too many frames")
     return out
+
+
+def check_frame_ranges(text: str | None) -> None:
+    """Check the syntax and size of ``frames=`` before any instance is read.
+
+    Raises:
+        InvalidInput: As :func:`parse_frame_ranges`.
+    """
+    parse_frame_ranges(text, MAX_FRAMES, [])
 
 
 def rendered_frames(
@@ -233,28 +257,82 @@ def instance_frames(
 
 
 # ---------------------------------------------------------------------------------------------
-# a ZIP of rendered images (study, series, instance)
+# several instances: multipart or a ZIP of rendered images, streamed instance by instance
 
-#: Frames of one instance rendered and encoded together in a ZIP; bounds a ZIP stream's memory.
-ZIP_BATCH = 32
+#: Frames of one instance rendered and encoded together; bounds a streamed response's memory.
+BATCH = 32
 
 
 @dataclass(frozen=True, slots=True)
-class ZipItem:
-    """One instance of a ZIP of rendered images.
+class Item:
+    """One instance of a response of several rendered images.
 
     Attributes:
         rec: The instance.
-        stem: Entry name without frame number and extension, e.g. ``series-001/image-0003``
-            (ordinals, never UIDs or patient data); ``""`` at instance level, whose entries are
-            ``frame-0001.png`` (``image.gif`` for an animated GIF).
+        stem: ZIP entry name without frame number and extension, e.g.
+            ``series-001/image-0003`` (ordinals, never UIDs or patient data); ``""`` at
+            instance level, whose entries are ``frame-0001.png`` (``image.gif`` for GIF).
         frames: The frames to render; ``None``: those of an instance in a study or series
             (``frames=``, else frame 1; every frame for GIF).
     """
 
     rec: InstanceRecord
-    stem: str
+    stem: str = ""
     frames: list[int] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """Encoded images of some frames of one instance (one animated image for GIF)."""
+
+    item: Item
+    module: PixelModule
+    frames: list[int]
+    images: list[bytes]
+
+    @property
+    def per_frame(self) -> bool:
+        """Whether each image is one frame of a multi-frame instance (not an animated GIF)."""
+        return len(self.images) == len(self.frames) and self.module.number_of_frames > 1
+
+
+def rendered_items(
+    archive: Archive, items: Sequence[Item], req: RenderRequest
+) -> Iterator[Rendered]:
+    """Render instance after instance, :data:`BATCH` frames at a time (GIF: all at once).
+
+    An instance that cannot be rendered (no image, undecodable, the viewport region outside
+    it, no such frame) is left out; so are frames that fail to render.
+
+    Raises:
+        NotRenderable: Nothing could be rendered (raised before anything is yielded); with one
+            item, the error of that item.
+    """
+    gif = req.media_type == "image/gif"
+    first_error: Exception | None = None
+    rendered_any = False
+    for item in items:
+        try:
+            module = module_for(archive, item.rec)
+            numbers = item.frames or instance_frames(archive, item.rec, req)
+        except (NotRenderable, FramesOutside) as exc:
+            first_error = first_error or exc
+            continue
+        step = max(1, len(numbers)) if gif else BATCH
+        for i in range(0, len(numbers), step):
+            batch = numbers[i : i + step]
+            try:
+                images = rendered_frames(archive, item.rec, batch, req)
+            except (NotRenderable, enc.RegionOutside) as exc:
+                first_error = first_error or exc
+                continue
+            rendered_any = True
+            yield Rendered(item, module, batch, images)
+    if not rendered_any:
+        if len(items) == 1 and first_error is not None:
+            raise first_error
+        reason = f": {getattr(first_error, 'reason', '')}" if first_error else ""
+        raise NotRenderable("no instance here can be rendered" + reason)
 
 
 class _Sink:
@@ -287,16 +365,15 @@ def _entry_name(stem: str, number: int, width: int, per_frame: bool, ext: str) -
 
 
 def rendered_zip(
-    archive: Archive, items: Sequence[ZipItem], req: RenderRequest, max_entries: int
+    archive: Archive, items: Sequence[Item], req: RenderRequest, max_entries: int
 ) -> Iterator[bytes]:
     """A ZIP (PKWARE APPNOTE) of rendered images, produced instance by instance.
 
     Rendered resources of a study or series may be a ZIP of images (our packaging of PS3.18
     §10.4.1.1.3). Entries are stored uncompressed (the images are compressed already), with
-    data descriptors, so nothing is seeked and at most :data:`ZIP_BATCH` encoded frames are
-    held at a time; ZIP64 records are written when the archive outgrows 4 GiB. An instance
-    that cannot be rendered (no image, undecodable, the viewport region outside it) is left
-    out, as in the multipart response; so are frames of an instance that fail to render.
+    data descriptors, so nothing is seeked and at most :data:`BATCH` encoded frames are held
+    at a time; ZIP64 records are written when the archive outgrows 4 GiB. What cannot be
+    rendered is left out, as in :func:`rendered_items`.
 
     Args:
         archive: The archive.
@@ -314,45 +391,23 @@ def rendered_zip(
     """
     sink = _Sink()
     ext = enc.EXTENSIONS[req.media_type]
-    gif = req.media_type == "image/gif"
     stamp = time.gmtime()[:6]
     written = 0
-    first_error: Exception | None = None
     with zipfile.ZipFile(sink, "w", zipfile.ZIP_STORED) as zf:
-        for item in items:
-            try:
-                module = module_for(archive, item.rec)
-                numbers = item.frames or instance_frames(archive, item.rec, req)
-            except NotRenderable as exc:
-                first_error = first_error or exc
-                continue
-            per_frame = not gif and (not item.stem or module.number_of_frames > 1)
-            width = max(4, len(str(module.number_of_frames)))
-            step = max(1, len(numbers)) if gif else ZIP_BATCH
-            for i in range(0, len(numbers), step):
-                batch = numbers[i : i + step]
-                try:
-                    images = rendered_frames(archive, item.rec, batch, req)
-                except (NotRenderable, enc.RegionOutside) as exc:
-                    first_error = first_error or exc
-                    continue
-                for number, data in zip(batch, images, strict=False):
-                    written += 1
-                    if written > max_entries:
-                        raise InvalidInput(
-                            f"more than {max_entries} images; ask for fewer (series, frames=)"
-                        )
-                    info = zipfile.ZipInfo(
-                        _entry_name(item.stem, number, width, per_frame, ext), stamp
+        for out in rendered_items(archive, items, req):
+            stem = out.item.stem
+            per_frame = out.per_frame or (not stem and len(out.images) == len(out.frames))
+            width = max(4, len(str(out.module.number_of_frames)))
+            for number, data in zip(out.frames, out.images, strict=False):
+                written += 1
+                if written > max_entries:
+                    raise InvalidInput(
+                        f"more than {max_entries} images; ask for fewer (series, frames=)"
                     )
-                    info.compress_type = zipfile.ZIP_STORED
-                    zf.writestr(info, data)
-                yield sink.take()
-        if written == 0:
-            if len(items) == 1 and first_error is not None:
-                raise first_error
-            reason = f": {getattr(first_error, 'reason', '')}" if first_error else ""
-            raise NotRenderable("no instance here can be rendered" + reason)
+                info = zipfile.ZipInfo(_entry_name(stem, number, width, per_frame, ext), stamp)
+                info.compress_type = zipfile.ZIP_STORED
+                zf.writestr(info, data)
+            yield sink.take()
     yield sink.take()
 
 
@@ -424,9 +479,13 @@ def transcode_explicit_le(archive: Archive, rec: InstanceRecord) -> bytes:
 
 
 __all__ = [
-    "ZIP_BATCH",
+    "BATCH",
+    "MAX_FRAMES",
+    "FramesOutside",
+    "Item",
     "RenderRequest",
-    "ZipItem",
+    "Rendered",
+    "check_frame_ranges",
     "decoded_frame",
     "encapsulated_pdf",
     "instance_frames",
@@ -435,6 +494,7 @@ __all__ = [
     "render_dataset",
     "renderable",
     "rendered_frames",
+    "rendered_items",
     "rendered_zip",
     "transcode_explicit_le",
 ]

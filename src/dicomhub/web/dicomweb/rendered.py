@@ -97,6 +97,7 @@ def _request(request: Request, media: str, thumbnail: bool) -> render.RenderRequ
         size = archive.settings.thumbnail_size
         viewport = (size, size)
     quality = enc.parse_quality(q["quality"]) if "quality" in q else None
+    render.check_frame_ranges(q.get("frames"))
     return render.RenderRequest(
         media, RenderOptions(window=window), viewport, quality, q.get("frames"), region
     )
@@ -142,7 +143,7 @@ async def rendered_instance(request: Request) -> Response:
     if packaging == ZIPPED:  # every frame, unless frames= says otherwise
         numbers = await run_in_threadpool(render.instance_frames, archive, rec, req, True)
         _check_count(len(numbers), archive)
-        return await _zip(request, [render.ZipItem(rec, "", numbers)], req, "instance")
+        return await _zip(request, [render.Item(rec, "", numbers)], req, "instance")
 
     def work() -> list[bytes]:
         numbers = render.instance_frames(archive, rec, req)
@@ -166,7 +167,7 @@ async def rendered_frames(request: Request) -> Response:
     media, packaging = choose_media(_accept(request), allow_zip=not thumbnail)
     req = _request(request, media, thumbnail)
     if packaging == ZIPPED:
-        return await _zip(request, [render.ZipItem(rec, "", numbers)], req, "frames")
+        return await _zip(request, [render.Item(rec, "", numbers)], req, "frames")
     images = await run_in_threadpool(render.rendered_frames, archive, rec, numbers, req)
     url = retrieve.instance_url(base_url(request), rec)
     if len(images) == 1 and packaging == SINGLE:
@@ -177,47 +178,39 @@ async def rendered_frames(request: Request) -> Response:
 
 
 async def rendered_collection(request: Request) -> Response:
-    """GET study or series ``/rendered``: one image per renderable instance, multipart/related.
+    """GET study or series ``/rendered``: one image per renderable instance (PS3.18 §10.4.1.1.3).
 
-    Or a ZIP of them (``Accept: application/zip``). ``/thumbnail`` at these levels is a single
-    image of the first renderable instance.
+    As ``multipart/related`` (each part with its Content-Location) or a ZIP (``Accept:
+    application/zip``), both streamed instance by instance. ``/thumbnail`` at these levels is
+    a single image of the first renderable instance (PS3.18 §10.4.1.1.4).
     """
     thumbnail = request.url.path.endswith("/thumbnail")
     records = await _records(request)
     archive = archive_of(request)
     media, packaging = choose_media(_accept(request), allow_zip=not thumbnail)
     req = _request(request, media, thumbnail)
+    study_level = "series" not in request.path_params
+    items = _collection_items(records, study_level)
+    if thumbnail:
+        first = await run_in_threadpool(next, render.rendered_items(archive, items, req))
+        return Response(first.images[0], media_type=media)
+    _check_count(len(records), archive)
     if packaging == ZIPPED:
-        _check_count(len(records), archive)
-        study_level = "series" not in request.path_params
-        items = _collection_items(records, study_level)
         return await _zip(request, items, req, "study" if study_level else "series")
     base = base_url(request)
+    boundary = new_boundary()
 
-    def work() -> list[tuple[str, str, bytes]]:
-        parts: list[tuple[str, str, bytes]] = []
-        reasons: list[str] = []
-        for rec in records:
-            try:
-                numbers = render.instance_frames(archive, rec, req)
-                images = render.rendered_frames(archive, rec, numbers, req)
-            except (NotRenderable, enc.RegionOutside) as exc:
-                reasons.append(exc.reason)
-                continue
-            url = retrieve.instance_url(base, rec)
-            parts += [(media, f"{url}/rendered", img) for img in images]
-            if thumbnail:
-                break
-        if not parts:
-            raise NotRenderable(
-                "no instance here can be rendered" + (f": {reasons[0]}" if reasons else "")
-            )
-        return parts
+    def chunks() -> Iterator[bytes]:
+        for out in render.rendered_items(archive, items, req):
+            url = retrieve.instance_url(base, out.item.rec)
+            for n, data in zip(out.frames, out.images, strict=False):
+                location = f"{url}/frames/{n}/rendered" if out.per_frame else f"{url}/rendered"
+                headers = {"Content-Type": media, "Content-Location": location}
+                yield b"--" + boundary.encode() + b"\r\n" + encode_part_headers(headers) + data
+                yield b"\r\n"
+        yield b"--" + boundary.encode() + b"--\r\n"
 
-    parts = await run_in_threadpool(work)
-    if thumbnail:
-        return Response(parts[0][2], media_type=media)
-    return _multipart(parts)
+    return await _stream(chunks(), multipart_content_type(media, boundary), {})
 
 
 def _check_count(count: int, archive: Archive) -> None:
@@ -226,7 +219,7 @@ def _check_count(count: int, archive: Archive) -> None:
         raise InvalidInput(f"a ZIP holds at most {limit} images; this asks for {count}")
 
 
-def _collection_items(records: list[InstanceRecord], study_level: bool) -> list[render.ZipItem]:
+def _collection_items(records: list[InstanceRecord], study_level: bool) -> list[render.Item]:
     """ZIP entry stems by ordinal: ``series-001/image-0001`` (study), ``image-0001`` (series).
 
     An instance keeps the ordinal of its place in its series (index order: Series Number,
@@ -236,28 +229,35 @@ def _collection_items(records: list[InstanceRecord], study_level: bool) -> list[
     for rec in records:
         by_series.setdefault(rec.series_uid, []).append(rec)
     series_width = max(3, len(str(len(by_series))))
-    items: list[render.ZipItem] = []
+    items: list[render.Item] = []
     for s, members in enumerate(by_series.values(), start=1):
         width = max(4, len(str(len(members))))
         folder = f"series-{s:0{series_width}d}/" if study_level else ""
         items += [
-            render.ZipItem(rec, f"{folder}image-{i:0{width}d}")
+            render.Item(rec, f"{folder}image-{i:0{width}d}")
             for i, rec in enumerate(members, start=1)
         ]
     return items
 
 
 async def _zip(
-    request: Request, items: list[render.ZipItem], req: render.RenderRequest, name: str
+    request: Request, items: list[render.Item], req: render.RenderRequest, name: str
 ) -> Response:
-    """A streamed ``application/zip`` of rendered images, as an attachment ``{name}.zip``.
-
-    The first instance is rendered before the response starts, so a request that renders
-    nothing (or is refused) gets its 4xx; later instances stream as they are rendered.
-    """
+    """A streamed ``application/zip`` of rendered images, as an attachment ``{name}.zip``."""
     archive = archive_of(request)
     limit = archive.settings.max_frames_per_request
     chunks = render.rendered_zip(archive, items, req, limit)
+    disposition = {"Content-Disposition": f'attachment; filename="{name}.zip"'}
+    return await _stream(chunks, ZIP, disposition)
+
+
+async def _stream(chunks: Iterator[bytes], media_type: str, headers: dict[str, str]) -> Response:
+    """Stream ``chunks`` (produced in worker threads), after producing the first.
+
+    The first instance is rendered before the response starts, so a request that renders
+    nothing (or is refused) gets its 4xx with the reason; the rest streams as it is rendered
+    (an error after that can only cut the response short).
+    """
     first = await run_in_threadpool(next, chunks, b"")
 
     async def body() -> AsyncIterator[bytes]:
@@ -265,8 +265,7 @@ async def _zip(
         async for chunk in _iterate(chunks):
             yield chunk
 
-    headers = {"Content-Disposition": f'attachment; filename="{name}.zip"'}
-    return StreamingResponse(body(), media_type=ZIP, headers=headers)
+    return StreamingResponse(body(), media_type=media_type, headers=headers)
 
 
 async def _iterate(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
