@@ -89,7 +89,9 @@ def spread(vals):
 
 def fnum(v, nd=None, short=False):
     if isinstance(v, NA):
-        return "n/a" if short and v.why == NA_UNSUP else str(v)
+        if short:  # secondary cells: the main cell of the row already says why
+            return "n/a" if v.why == NA_UNSUP else "–"
+        return str(v)
     if not is_num(v):
         return "–"
     if nd is None:
