@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
+from dicomhub.domain.attributes import BY_KEYWORD
+from dicomhub.services.search import _column_member
 from dicomhub.storage.index import level_json
 
 ATTRS = {
@@ -39,3 +43,27 @@ def test_nothing_stored_gives_no_members() -> None:
     assert level_json.members(None) == []
     assert level_json.members("") == []
     assert level_json.members("{}") == []
+
+
+@pytest.mark.parametrize(
+    ("keyword", "value", "expected"),
+    [
+        (
+            "PatientName",
+            'Müller^Zoë "Z"\t',
+            {"vr": "PN", "Value": [{"Alphabetic": 'Müller^Zoë "Z"\t'}]},
+        ),
+        ("PatientID", "P\\1", {"vr": "LO", "Value": ["P", "1"]}),
+        ("StudyDate", "20200101", {"vr": "DA", "Value": ["20200101"]}),
+        ("NumberOfStudyRelatedInstances", 12, {"vr": "IS", "Value": [12]}),
+        ("PatientSex", "", None),
+        ("PatientSex", None, None),
+    ],
+)
+def test_column_values_become_the_members_json_would_write(
+    keyword: str, value: object, expected: dict[str, object] | None
+) -> None:
+    # Index columns are the fallback when a level JSON lacks a required attribute.
+    attr = BY_KEYWORD[keyword]
+    member = _column_member(attr, value)
+    assert member == (None if expected is None else level_json.member(attr.tag, expected))

@@ -360,10 +360,11 @@ def _column_member(attr: Attribute, value: Any) -> str | None:
     """The member text of a column value (a fallback: the level JSON usually has it)."""
     if value is None or value == "":
         return None
+    head = f'"{attr.tag}":{{"vr":"{attr.vr}","Value":['
     if attr.vr in INTEGER_VRS:
-        return f'"{attr.tag}":{{"vr":"{attr.vr}","Value":[{int(value)}]}}'
-    if attr.vr == "PN":
-        return level_json.member(attr.tag, {"vr": "PN", "Value": [{"Alphabetic": str(value)}]})
+        return f"{head}{int(value)}]}}"
     text = str(value)
+    if attr.vr == "PN":
+        return f'{head}{{"Alphabetic":{encode_basestring(text)}}}]}}'
     values = text.split("\\") if "\\" in text else [text]
-    return level_json.member(attr.tag, {"vr": attr.vr, "Value": values})
+    return head + ",".join(encode_basestring(v) for v in values) + "]}"

@@ -436,17 +436,19 @@ def _fuzzy_words(value: str) -> list[str]:
 def _fuzzy(column_name: str, matcher: Matcher, dialect: str | None = None) -> ColumnElement[bool]:
     """PN fuzzy matching on the ``fuzzy_key`` column (PS3.18 §8.3.4.1).
 
-    Everywhere: ``LIKE '% ' || words || '%'`` (a name component starting with the first word,
-    the next components starting with the next words). On PostgreSQL a query of one plain
-    word (the common case: ``PatientName=smi``) is asked instead as "the row is among those
-    whose word prefixes contain it", answered by the GIN index of
-    ``dicomhub_name_prefixes(key)`` (see ``tables.py``), which is the same set of rows: a
-    component starts with the word exactly when the word is one of its prefixes. Written as a
-    semi-join on the primary key, the prefix function is never evaluated per row of the
-    outer scan, and its statistics (most common elements) tell the planner how selective the
-    word is, so it walks the date order for common words and starts from the index for rare
-    ones. The word is rendered into the SQL text (``literal_execute``): a generic plan of a
-    prepared statement, blind to the word, would take one of the two ways for every word.
+    The condition is ``LIKE '% ' || words || '%'``: a name component starts with the first
+    word, the next components with the next words. On PostgreSQL, when the words have no
+    wildcard, the rows are also restricted to those whose word prefixes contain every word
+    (cut to ``tables.NAME_PREFIX_CHARS``), a semi-join on the primary key answered by the GIN
+    index of ``dicomhub_name_prefixes(key)`` (see ``tables.py``). That adds no row the ``LIKE``
+    rejects and drops none it keeps (a component starting with a word has it as a prefix), so
+    the semantics are the ``LIKE``'s; what it changes is the plan: a rare word is one short
+    posting list, where the trigram index intersects the long lists of trigrams every name
+    shares ("FAM" of FAM421), and the prefix statistics tell the planner how selective the
+    word is. As a semi-join, the (costly) prefix function is never evaluated per row of a
+    walk along the study order; the cheap ``LIKE`` filters that walk. The words are rendered
+    into the SQL text (``literal_execute``): a generic plan of a prepared statement, blind to
+    the word, would walk the study order for a rare word too (216 ms at 1M instances).
     """
     col = _column(column_name)
     if isinstance(matcher, AnyOf):
@@ -460,17 +462,23 @@ def _fuzzy(column_name: str, matcher: Matcher, dialect: str | None = None) -> Co
     words = _fuzzy_words(value)
     if not words:
         return col.isnot(None)  # type: ignore[no-any-return]
-    if dialect == "postgresql" and len(words) == 1 and _PREFIX_WORD.fullmatch(words[0]):
-        table_name, column = column_name.split(".")
-        table = _TABLES[table_name]
-        inner = table.alias(f"{table_name}_fz")
-        word = bindparam(None, words[0], type_=Text(), literal_execute=True)
-        prefixes = func.dicomhub_name_prefixes(inner.c[column], type_=postgresql.ARRAY(Text()))
-        return table.c.pk.in_(select(inner.c.pk).where(prefixes.contains(postgresql.array([word]))))
     pattern = "% " + " ".join(words) + "%"
-    return col.like(pattern, escape="\\")  # type: ignore[no-any-return]
+    like: ColumnElement[bool] = col.like(pattern, escape="\\")
+    if dialect != "postgresql" or not all(_PREFIX_WORD.fullmatch(w) for w in words):
+        return like
+    table_name, column = column_name.split(".")
+    table = _TABLES[table_name]
+    inner = table.alias(f"{table_name}_fz")
+    prefixes = func.dicomhub_name_prefixes(inner.c[column], type_=postgresql.ARRAY(Text()))
+    wanted = postgresql.array(
+        [
+            bindparam(None, w, type_=Text(), literal_execute=True)
+            for w in dict.fromkeys(w[: t.NAME_PREFIX_CHARS] for w in words)
+        ]
+    )
+    return and_(like, table.c.pk.in_(select(inner.c.pk).where(prefixes.contains(wanted))))
 
 
-#: Longest word prefix the index holds (``tables.NAME_PREFIX_CHARS``), and the characters a
-#: word may have to be looked up there (no LIKE wildcard or escape, nothing to quote).
-_PREFIX_WORD: Final = re.compile(rf"[^%_\\'\s]{{1,{t.NAME_PREFIX_CHARS}}}")
+#: A word that can be looked up in the prefix index as is: no LIKE wildcard or escape (those
+#: are the LIKE fragments of ``*``, ``?`` and literal ``%``/``_``), no quote.
+_PREFIX_WORD: Final = re.compile(r"[^%_\\'\s]+")

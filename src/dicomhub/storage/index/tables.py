@@ -75,7 +75,7 @@ event.listen(
     ),
 )
 
-#: Longest word prefix :data:`NAME_PREFIXES_FUNCTION` indexes (longer query words use LIKE).
+#: Longest word prefix :data:`NAME_PREFIXES_FUNCTION` indexes (longer query words are cut).
 NAME_PREFIX_CHARS = 16
 
 #: PostgreSQL: every prefix (up to :data:`NAME_PREFIX_CHARS` characters) of every word of a
