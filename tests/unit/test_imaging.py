@@ -8,7 +8,15 @@ import pytest
 from dicomhub.errors import InvalidInput
 from dicomhub.imaging import lut
 from dicomhub.imaging.cache import SizedLRU
-from dicomhub.imaging.encode import fit_size, parse_quality, parse_viewport
+from dicomhub.imaging.encode import (
+    Region,
+    RegionOutside,
+    crop,
+    fit_size,
+    parse_quality,
+    parse_viewport,
+    parse_viewport_region,
+)
 from dicomhub.imaging.module import Window
 from dicomhub.imaging.pipeline import DEFAULT_PRESETS, parse_window, preset_window
 from dicomhub.services.render import parse_frame_ranges
@@ -65,6 +73,22 @@ def test_viewport_quality_and_fit() -> None:
         parse_quality("0")
     assert fit_size(512, 256, (128, 128)) == (64, 128)
     assert fit_size(100, 200, (0, 50)) == (100, 50)
+
+
+def test_viewport_region_parse_and_crop() -> None:
+    assert parse_viewport_region("256,128") == ((256, 128), None)
+    assert parse_viewport_region("64,64,1,2,-3,4") == ((64, 64), Region(1, 2, -3, 4))
+    assert parse_viewport_region("64,64,,,5") == ((64, 64), Region(0, 0, 5, None))
+    assert parse_viewport_region("64,64,,,,") == ((64, 64), None)
+    for bad in ("64,64,-1", "64,64,0,0,0", "64,64,0,0,1.5", "64,64,1,1,1,1,1", ",,1,1,1,1"):
+        with pytest.raises(InvalidInput):
+            parse_viewport_region(bad)
+    frame = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    assert crop(frame, Region(1, 1, 2, 5)).tolist() == [[5, 6], [9, 10]]  # clipped below
+    assert crop(frame, Region(2, 0, -2, -2)).tolist() == [[7, 6], [3, 2]]  # both flips
+    assert crop(frame, None) is frame
+    with pytest.raises(RegionOutside, match="outside the 4x3 image"):
+        crop(frame, Region(4, 0))
 
 
 def test_frame_ranges() -> None:
