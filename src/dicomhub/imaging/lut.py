@@ -24,7 +24,7 @@ def modality_lut(arr: Array, module: PixelModule, index: int) -> Array:
 
     Per-frame Pixel Value Transformation (enhanced objects) takes precedence over the top level.
     """
-    if module.has_modality_lut_sequence and not _has_functional_groups(module):
+    if module.has_modality_lut_sequence and not has_functional_groups(module):
         from pydicom.pixels.processing import apply_modality_lut
 
         with warnings.catch_warnings():
@@ -39,7 +39,8 @@ def modality_lut(arr: Array, module: PixelModule, index: int) -> Array:
     return out
 
 
-def _has_functional_groups(module: PixelModule) -> bool:
+def has_functional_groups(module: PixelModule) -> bool:
+    """Enhanced objects: per-frame Pixel Value Transformation wins (PS3.3 C.7.6.16.2.9)."""
     return "PerFrameFunctionalGroupsSequence" in module.header
 
 

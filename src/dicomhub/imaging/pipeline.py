@@ -8,6 +8,8 @@ MONOCHROME1 inversion; colour data is palette-mapped or scaled to 8 bits.
 from __future__ import annotations
 
 import logging
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -105,14 +107,82 @@ def render_frame(
         return lut.to_uint8(lut.palette(arr, module))
     if arr.ndim == 3:
         return lut.to_uint8(lut.scale_color(arr, module))
+    frame = _through_lut(module, arr, index, options, photometric)
+    if frame is None:
+        frame = _gray(module, arr, index, options, photometric)
+    if options.overlays:
+        burn_overlays(frame, module)
+    return frame
+
+
+def _gray(
+    module: PixelModule,
+    arr: np.ndarray[Any, Any],
+    index: int,
+    options: RenderOptions,
+    photometric: str,
+) -> np.ndarray[Any, Any]:
+    """Stored values -> modality LUT -> VOI -> inversion -> ``uint8`` (PS3.3 C.11, Fig. C.11-1)."""
     values = lut.modality_lut(arr, module, index)
     out = _voi(values, module, index, options)
     if _inverted(module, photometric):
         out = lut.invert(out)
-    frame = lut.to_uint8(out)
-    if options.overlays:
-        burn_overlays(frame, module)
-    return frame
+    return lut.to_uint8(out)
+
+
+#: Display LUTs of integer stored values, keyed by everything they depend on.
+_luts: OrderedDict[tuple[Any, ...], np.ndarray[Any, Any]] = OrderedDict()
+_luts_lock = threading.Lock()
+_MAX_LUTS = 64  # at most 64 KiB each
+
+
+def _through_lut(
+    module: PixelModule,
+    arr: np.ndarray[Any, Any],
+    index: int,
+    options: RenderOptions,
+    photometric: str,
+) -> np.ndarray[Any, Any] | None:
+    """The grayscale chain as one table lookup, for 8- and 16-bit integer stored values.
+
+    When the modality transform is a rescale (PS3.3 C.11.1) and the VOI transform a window
+    (PS3.3 C.11.2.1.2), every step maps each stored value on its own, so the whole chain is
+    a function of the stored value: it is computed once, by :func:`_gray` itself, for every
+    value the data type can hold (at most 65536), and each frame is then a single indexing
+    pass instead of a dozen float64 passes. The result is identical, value for value.
+    Returns None where the chain depends on the frame (min/max window) or on tables in the
+    header (Modality or VOI LUT Sequence): :func:`_gray` renders those directly.
+    """
+    if arr.ndim != 2 or arr.dtype.kind not in "iu" or arr.dtype.itemsize > 2:
+        return None
+    if module.has_modality_lut_sequence and not lut.has_functional_groups(module):
+        return None  # the sequence, not a rescale (as lut.modality_lut decides)
+    window = options.window
+    if window is None:
+        windows = module.values(index).windows
+        if options.voi not in (VoiMode.AUTO, VoiMode.WINDOW) or not windows:
+            return None
+        window = windows[0]
+    values = module.values(index)
+    inverted = _inverted(module, photometric)
+    key = (arr.dtype.str, values.slope, values.intercept, window, inverted)
+    with _luts_lock:
+        table = _luts.get(key)
+        if table is not None:
+            _luts.move_to_end(key)
+    if table is None:
+        unsigned = np.dtype(f"u{arr.dtype.itemsize}")
+        domain = np.arange(1 << (8 * arr.dtype.itemsize), dtype=unsigned).view(arr.dtype)
+        table = _gray(
+            module, domain[np.newaxis, :], index, RenderOptions(window=window), photometric
+        )[0]
+        with _luts_lock:
+            _luts[key] = table
+            while len(_luts) > _MAX_LUTS:
+                _luts.popitem(last=False)
+    indices = arr.view(f"u{arr.dtype.itemsize}")
+    out: np.ndarray[Any, Any] = table.take(indices)
+    return out
 
 
 def burn_overlays(frame: np.ndarray[Any, Any], module: PixelModule) -> None:
