@@ -29,6 +29,7 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     FromClause,
+    Integer,
     RowMapping,
     Select,
     Table,
@@ -218,8 +219,11 @@ def search_statement(
         .select_from(_from(level))
         .where(and_(*conditions))
         .order_by(*_order(level))
-        .limit(query.limit + 1)
-        .offset(query.offset)
+        # Rendered into the SQL text: a prepared statement's generic plan, blind to a small
+        # LIMIT, picks parallel plans for a few dozen rows on PostgreSQL (20 ms at 1M rows
+        # for ModalitiesInStudy, against 4 ms planned with the value).
+        .limit(literal(query.limit + 1, Integer(), literal_execute=True))
+        .offset(literal(query.offset, Integer(), literal_execute=True))
     )
     return stmt
 
