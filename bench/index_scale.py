@@ -396,8 +396,10 @@ def compiled_sql(path: str, params: dict, dialect: str) -> tuple[str, str, objec
 
     stmt = compiled_query(path, params)
     d = pg_psycopg.dialect() if dialect == "pg" else sqlite.dialect()
-    literal = str(stmt.compile(dialect=d, compile_kwargs={"literal_binds": True}))
-    c = stmt.compile(dialect=d)
+    literal = str(
+        stmt.compile(dialect=d, compile_kwargs={"literal_binds": True, "render_postcompile": True})
+    )
+    c = stmt.compile(dialect=d, compile_kwargs={"render_postcompile": True})
     if dialect == "pg":
         return literal, str(c), dict(c.params)
     return literal, str(c), [c.params[k] for k in c.positiontup]
@@ -414,7 +416,10 @@ def pg_generic(conn, path: str, params: dict) -> tuple[float, str]:
     from sqlalchemy.dialects import postgresql
 
     literal_q = compiled_query(path, params)
-    c = literal_q.compile(dialect=postgresql.dialect(paramstyle="numeric_dollar"))
+    c = literal_q.compile(
+        dialect=postgresql.dialect(paramstyle="numeric_dollar"),
+        compile_kwargs={"render_postcompile": True},
+    )
     vals = [c.params[k] for k in c.positiontup]
     args = ", ".join(psql.Literal(v).as_string(conn) for v in vals)
     conn.execute("DEALLOCATE ALL")
