@@ -2,23 +2,39 @@
 
 from __future__ import annotations
 
+import io
+from typing import Any
+
 import numpy as np
 import pytest
+from PIL import Image
+from pydicom.dataset import Dataset
 
 from dicomhub.errors import InvalidInput
 from dicomhub.imaging import lut
 from dicomhub.imaging.cache import SizedLRU
+from dicomhub.imaging.decode import Decoded
 from dicomhub.imaging.encode import (
     Region,
     RegionOutside,
     crop,
+    encode_png,
     fit_size,
     parse_quality,
     parse_viewport,
     parse_viewport_region,
 )
-from dicomhub.imaging.module import Window
-from dicomhub.imaging.pipeline import DEFAULT_PRESETS, parse_window, preset_window
+from dicomhub.imaging.module import Window, pixel_module
+from dicomhub.imaging.pipeline import (
+    DEFAULT_PRESETS,
+    RenderOptions,
+    VoiMode,
+    _gray,
+    _through_lut,
+    parse_window,
+    preset_window,
+    render_frame,
+)
 from dicomhub.services.render import parse_frame_ranges
 
 
@@ -111,3 +127,67 @@ def test_lru_is_bounded_by_bytes() -> None:
     cache.get(7)
     cache.put(10, "v10", 30)
     assert cache.get(7) == "v7" and cache.get(8) is None
+
+
+@pytest.mark.parametrize(
+    "shape", [(1, 1), (5, 7), (64, 48), (1, 1, 3), (9, 4, 3), (33, 65, 3)], ids=str
+)
+def test_png_encoder_is_lossless(shape: tuple[int, ...]) -> None:
+    """Our PNG (ISO 15948; Up or Sub filter) decodes to the very same samples."""
+    frame = np.random.default_rng(7).integers(0, 256, shape, dtype=np.uint8)
+    for view in (frame, frame[::-1]):  # also a non-contiguous view
+        image = Image.open(io.BytesIO(encode_png(view)))
+        assert image.mode == ("L" if view.ndim == 2 else "RGB")
+        assert np.array_equal(np.asarray(image), view)
+    with pytest.raises(ValueError):
+        encode_png(frame.astype(np.uint16))
+
+
+def _ct_module(**extra: object) -> Dataset:
+    ds = Dataset()
+    ds.Rows, ds.Columns, ds.BitsAllocated, ds.BitsStored = 8, 8, 16, 12
+    ds.PixelRepresentation, ds.PhotometricInterpretation = 0, "MONOCHROME2"
+    ds.RescaleSlope, ds.RescaleIntercept = "1.5", "-1024"
+    ds.WindowCenter, ds.WindowWidth = ["40", "-600"], ["400", "1500"]
+    for keyword, value in extra.items():
+        setattr(ds, keyword, value)
+    return ds
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.int16, np.uint8, np.int8])
+@pytest.mark.parametrize(
+    "options",
+    [
+        RenderOptions(),
+        RenderOptions(window=Window(40.0, 400.0)),
+        RenderOptions(window=Window(-3.0, 0.5)),
+        RenderOptions(window=Window(40.0, 400.0, "SIGMOID")),
+        RenderOptions(window=Window(40.0, 400.0, "LINEAR_EXACT")),
+    ],
+    ids=repr,
+)
+@pytest.mark.parametrize("photometric", ["MONOCHROME2", "MONOCHROME1"])
+def test_lut_chain_equals_the_direct_chain(
+    dtype: type[np.integer[Any]], options: RenderOptions, photometric: str
+) -> None:
+    """The cached display LUT gives exactly what modality LUT -> window -> inversion gives."""
+    module = pixel_module(_ct_module(), "1.2.840.10008.1.2.1")
+    info = np.iinfo(dtype)
+    arr = np.random.default_rng(3).integers(
+        info.min, info.max, (40, 30), dtype=dtype, endpoint=True
+    )
+    fast = _through_lut(module, arr, 0, options, photometric)
+    assert fast is not None
+    assert np.array_equal(fast, _gray(module, arr, 0, options, photometric))
+    rendered = render_frame(module, Decoded(arr, photometric), 0, options)
+    assert np.array_equal(rendered, fast)
+
+
+def test_lut_chain_is_not_used_where_the_frame_decides() -> None:
+    """Min/max windows depend on the frame; float data has no finite domain."""
+    module = pixel_module(_ct_module(), "1.2.840.10008.1.2.1")
+    arr = np.arange(64, dtype=np.uint16).reshape(8, 8)
+    assert _through_lut(module, arr, 0, RenderOptions(voi=VoiMode.MIN_MAX), "MONOCHROME2") is None
+    assert _through_lut(module, arr.astype(np.float32), 0, RenderOptions(), "MONOCHROME2") is None
+    no_window = pixel_module(_ct_module(WindowCenter=None, WindowWidth=None), "1.2.840.10008.1.2.1")
+    assert _through_lut(no_window, arr, 0, RenderOptions(), "MONOCHROME2") is None

@@ -50,6 +50,11 @@ log = logging.getLogger(__name__)
 _frames: SizedLRU[Decoded] = SizedLRU(256 * 1024**2)
 _modules: SizedLRU[PixelModule] = SizedLRU(512)
 _raw: SizedLRU[list[bytes]] = SizedLRU(64 * 1024**2)
+#: Encoded PNG/JPEG images by instance, frame and every rendering parameter; a share of
+#: ``DICOMHUB_RENDER_CACHE_BYTES`` (see :func:`rendered_frames`).
+_encoded: SizedLRU[bytes] = SizedLRU(32 * 1024**2)
+#: The share of the render cache budget that holds encoded images (the rest: decoded frames).
+ENCODED_SHARE = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +202,11 @@ def rendered_frames(
     """Encode each frame separately (PNG/JPEG), or all of them as one GIF (animated if > 1).
 
     Frames are decoded, rendered and encoded in parallel (numpy, the codecs and zlib release
-    the GIL).
+    the GIL). A PNG or JPEG image is kept in a small LRU of encoded images (a 1/8 share of
+    ``DICOMHUB_RENDER_CACHE_BYTES``), keyed by the stored object (blob key and SHA-256, so a
+    replaced instance never hits), the frame and every parameter that changes the result
+    (media type, window or preset, VOI mode, viewport, region, quality; PS3.18 §8.3.5): the
+    same frame asked again, as viewers do when paging through a stack, costs a lookup.
     """
     module_for(archive, rec)  # fail early (no image) before fanning out
 
@@ -206,10 +215,23 @@ def rendered_frames(
         frame = enc.crop(_render(module, decoded, n, req.options), req.region)
         return enc.resize(frame, req.viewport)
 
-    images = _map(one, numbers)
     if req.media_type == "image/gif":
-        return [enc.encode(images, req.media_type)]
-    return _map(lambda im: enc.encode([im], req.media_type, req.quality), images)
+        return [enc.encode(_map(one, numbers), req.media_type)]
+    _encoded.max_bytes = archive.settings.render_cache_bytes // ENCODED_SHARE
+    params = (req.media_type, req.options, req.viewport, req.region, req.quality)
+    keys = [(*_key(rec), n, params) for n in numbers]
+    out = [_encoded.get(k) for k in keys]
+    missing = [i for i, hit in enumerate(out) if hit is None]
+    if missing:
+
+        def encoded(i: int) -> bytes:
+            data = enc.encode([one(numbers[i])], req.media_type, req.quality)
+            _encoded.put(keys[i], data, len(data))
+            return data
+
+        for i, data in zip(missing, _map(encoded, missing), strict=True):
+            out[i] = data
+    return [data for data in out if data is not None]
 
 
 def _render(

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Table, and_, delete, func, insert, select, update
+from sqlalchemy import Connection, Table, and_, bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from dicomhub.dicom.model import ParsedInstance
@@ -146,6 +146,10 @@ def instances(
     sop_uid: str | None = None,
 ) -> list[InstanceRecord]:
     """Stored instances of a study, series or single instance, in series/instance order."""
+    if series_uid is not None and sop_uid is not None:
+        # One instance (rendered, frames): a statement built once, whose cache key is memoized.
+        params = {"tenant": tenant_id, "study": study_uid, "series": series_uid, "sop": sop_uid}
+        return [row_to_instance(r) for r in conn.execute(_ONE_INSTANCE, params)]
     cond = [t.study.c.tenant_id == tenant_id, t.study.c.study_uid == study_uid]
     if series_uid is not None:
         cond.append(t.series.c.series_uid == series_uid)
@@ -163,6 +167,18 @@ def instances(
         )
     )
     return [row_to_instance(r) for r in conn.execute(stmt)]
+
+
+_ONE_INSTANCE = (
+    select(*INSTANCE_COLUMNS)
+    .select_from(_INSTANCE_FROM)
+    .where(
+        t.instance.c.tenant_id == bindparam("tenant"),
+        t.instance.c.sop_uid == bindparam("sop"),
+        t.study.c.study_uid == bindparam("study"),
+        t.series.c.series_uid == bindparam("series"),
+    )
+)
 
 
 def metadata_json(conn: Connection, instance_pks: Sequence[int]) -> dict[int, str]:

@@ -26,8 +26,8 @@ from dicomhub.imaging.pipeline import RenderOptions, parse_window, preset_window
 from dicomhub.services import render, retrieve
 from dicomhub.services.archive import Archive
 from dicomhub.storage.index.records import InstanceRecord
-from dicomhub.web.context import archive_of, base_url
-from dicomhub.web.dicomweb.wado import _records
+from dicomhub.web.context import archive_of, base_url, tenant_of
+from dicomhub.web.dicomweb.wado import _path_uids, _records
 from dicomhub.web.media import MediaRange, parse_accept
 from dicomhub.web.multipart import encode_part_headers, multipart_content_type, new_boundary
 
@@ -129,49 +129,85 @@ def _pdf_or_none(archive: Archive, rec: InstanceRecord, accept: list[MediaRange]
     return render.encapsulated_pdf(archive, rec)
 
 
+def _instance_record(request: Request) -> InstanceRecord:
+    """The instance of an instance or frame URL (blocking: an index lookup)."""
+    study, series, sop = _path_uids(request)
+    archive = archive_of(request)
+    return retrieve.find_instances(archive, tenant_of(request), study, series, sop)[0]
+
+
 async def rendered_instance(request: Request) -> Response:
-    """GET .../instances/{i}/rendered or /thumbnail (PS3.18 §10.4.1.1.3)."""
+    """GET .../instances/{i}/rendered or /thumbnail (PS3.18 §10.4.1.1.3).
+
+    The lookup, the checks and the rendering run in one worker thread: a single thread hop
+    per request (each hop costs more than rendering a cached frame's LUT lookup).
+    """
     thumbnail = request.url.path.endswith("/thumbnail")
-    rec = (await _records(request))[0]
     archive = archive_of(request)
     accept = _accept(request)
-    pdf = await run_in_threadpool(_pdf_or_none, archive, rec, accept)
-    if pdf is not None:
-        return Response(pdf, media_type=PDF)
-    media, packaging = choose_media(accept, allow_zip=not thumbnail)
-    req = _request(request, media, thumbnail)
-    if packaging == ZIPPED:  # every frame, unless frames= says otherwise
-        numbers = await run_in_threadpool(render.instance_frames, archive, rec, req, True)
-        _check_count(len(numbers), archive)
-        return await _zip(request, [render.Item(rec, "", numbers)], req, "instance")
 
-    def work() -> list[bytes]:
+    def work() -> tuple[
+        InstanceRecord, str, str, render.RenderRequest | None, list[int], list[bytes]
+    ]:
+        rec = _instance_record(request)
+        pdf = _pdf_or_none(archive, rec, accept)
+        if pdf is not None:
+            return rec, PDF, SINGLE, None, [], [pdf]
+        media, packaging = choose_media(accept, allow_zip=not thumbnail)
+        req = _request(request, media, thumbnail)
+        if packaging == ZIPPED:  # every frame, unless frames= says otherwise
+            numbers = render.instance_frames(archive, rec, req, True)
+            _check_count(len(numbers), archive)
+            return rec, media, packaging, req, numbers, []
         numbers = render.instance_frames(archive, rec, req)
-        return render.rendered_frames(archive, rec, numbers, req)
+        return (
+            rec,
+            media,
+            packaging,
+            req,
+            numbers,
+            render.rendered_frames(archive, rec, numbers, req),
+        )
 
-    images = await run_in_threadpool(work)
-    url = retrieve.instance_url(base_url(request), rec)
+    rec, media, packaging, req, numbers, images = await run_in_threadpool(work)
+    if packaging == ZIPPED and req is not None:
+        return await _zip(request, [render.Item(rec, "", numbers)], req, "instance")
     if len(images) == 1 and packaging == SINGLE:
         return Response(images[0], media_type=media)
+    url = retrieve.instance_url(base_url(request), rec)
     return _multipart([(media, f"{url}/frames/{i + 1}", img) for i, img in enumerate(images)])
 
 
 async def rendered_frames(request: Request) -> Response:
     """GET .../frames/{list}/rendered or /thumbnail (PS3.18 §10.4.1.1.3)."""
     thumbnail = request.url.path.endswith("/thumbnail")
-    rec = (await _records(request))[0]
     archive = archive_of(request)
-    numbers = retrieve.parse_frame_list(
-        request.path_params["frames"], archive.settings.max_frames_per_request
-    )
-    media, packaging = choose_media(_accept(request), allow_zip=not thumbnail)
-    req = _request(request, media, thumbnail)
+    accept = _accept(request)
+
+    def work() -> tuple[InstanceRecord, list[int], str, str, render.RenderRequest, list[bytes]]:
+        rec = _instance_record(request)
+        numbers = retrieve.parse_frame_list(
+            request.path_params["frames"], archive.settings.max_frames_per_request
+        )
+        media, packaging = choose_media(accept, allow_zip=not thumbnail)
+        req = _request(request, media, thumbnail)
+        if packaging == ZIPPED:
+            return rec, numbers, media, packaging, req, []
+        return (
+            rec,
+            numbers,
+            media,
+            packaging,
+            req,
+            render.rendered_frames(archive, rec, numbers, req),
+        )
+
+    rec, numbers, media, packaging, req, images = await run_in_threadpool(work)
     if packaging == ZIPPED:
         return await _zip(request, [render.Item(rec, "", numbers)], req, "frames")
-    images = await run_in_threadpool(render.rendered_frames, archive, rec, numbers, req)
-    url = retrieve.instance_url(base_url(request), rec)
     if len(images) == 1 and packaging == SINGLE:
         return Response(images[0], media_type=media)
+    url = retrieve.instance_url(base_url(request), rec)
     return _multipart(
         [(media, f"{url}/frames/{n}", img) for n, img in zip(numbers, images, strict=False)]
     )
