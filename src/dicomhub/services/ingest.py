@@ -192,8 +192,10 @@ def _write(
             )
         else:
             results[pos] = it.stored(res.outcome)
-    for key in unused:  # lost a race with an identical or conflicting concurrent store
-        archive.blobs.delete(key)
+    if unused:  # lost a race with an identical or conflicting concurrent store
+        # Best effort: the answer is already decided (the index committed); a blob that
+        # cannot be deleted now keeps its reservation and the collector removes it later.
+        _abandon(archive, unused)
 
 
 def store(
@@ -226,7 +228,9 @@ def _conflict(parsed: ParsedInstance) -> Conflict:
 
 
 def _abandon(archive: Archive, keys: list[str]) -> None:
-    """Best effort after a failed blob write: never masks the error that caused it.
+    """Remove blobs that no instance owns (a failed write, a lost race), best effort.
+
+    Never masks the error that caused a failed write.
 
     A blob that cannot be deleted now (the store is down) keeps its pending reservation, so the
     garbage collector removes it later.

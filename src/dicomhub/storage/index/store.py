@@ -424,8 +424,6 @@ def commit_instances(
     if not items:
         return []
     now = time.time()
-    keys = [i.blob_key for i in items]
-    _run(conn, f"DELETE FROM pending_blob WHERE blob_key IN ({_marks(len(keys))})", tuple(keys))
     existing = _existing(conn, tenant_id, [i.parsed.sop_instance_uid for i in items])
     owners = _series_owners(conn, tenant_id, [i.parsed.series_instance_uid for i in items])
     results: list[CommitResult | None] = [None] * len(items)
@@ -461,6 +459,11 @@ def commit_instances(
         fresh.append((pos, item))
     if fresh:
         _insert_fresh(conn, tenant_id, [item for _, item in fresh], now)
+        # Only the blobs now owned by a visible instance leave the pending set. The others
+        # (lost races, conflicts) stay reserved until the caller has deleted them, so a crash
+        # before that delete leaves a reservation the collector follows, never an orphan.
+        keys = tuple(item.blob_key for _, item in fresh)
+        _run(conn, f"DELETE FROM pending_blob WHERE blob_key IN ({_marks(len(keys))})", keys)
     return [r if r is not None else CommitResult("conflict") for r in results]
 
 
