@@ -10,6 +10,14 @@ lock of ours and run at READ COMMITTED, so several processes and nodes write at 
 between them (two nodes creating the same study, or storing the same instance) surface as
 unique-key violations or deadlocks; :meth:`IndexDatabase.transact` replays such a transaction a
 bounded number of times.
+
+Every statement to PostgreSQL is a network round trip, and on a busy host each one costs a
+context switch to the server process, which is more than an exact index lookup takes to run.
+So the engine adds none of its own: reads run in autocommit (at READ COMMITTED each statement
+takes its own snapshot anyway, so ``BEGIN`` and ``ROLLBACK`` around them would only add two
+round trips), and a pooled connection is checked for life without a ``SELECT 1``: an idle
+connection whose socket has something to read was closed or terminated by the server (restart,
+``pg_terminate_backend``, idle timeout), so it is replaced before use (:func:`_pg_checkout`).
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import fcntl
 import logging
 import os
 import random
+import select
 import sqlite3
 import threading
 import time
@@ -28,7 +37,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.exc import ArgumentError, DBAPIError, DisconnectionError
 from sqlalchemy.pool import QueuePool
 
 from dicomhub.errors import InvalidInput
@@ -58,6 +67,28 @@ def _sqlite_on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
     cur.execute("PRAGMA cache_size=-65536")
     cur.execute("PRAGMA temp_store=MEMORY")
     cur.close()
+
+
+def _pg_checkout(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
+    """Refuse a dead pooled PostgreSQL connection without a round trip (pool checkout hook).
+
+    An idle connection is owed nothing by the server, so a readable socket means an EOF or a
+    termination notice (a restarted or failed-over server, an administrator's
+    ``pg_terminate_backend``, ``idle_session_timeout``); rarely an asynchronous notice, and
+    then a healthy connection is replaced for nothing. Raising DisconnectionError makes the
+    pool discard it and check out another (a new connection if need be).
+
+    Raises:
+        DisconnectionError: the connection is closed, broken, or has unread input.
+    """
+    if dbapi_conn.closed or getattr(dbapi_conn, "broken", False):
+        raise DisconnectionError("connection closed")
+    try:
+        readable, _, _ = select.select([dbapi_conn.fileno()], [], [], 0)
+    except (OSError, ValueError) as exc:  # the socket is gone
+        raise DisconnectionError("connection socket unusable") from exc
+    if readable:
+        raise DisconnectionError("server closed or terminated an idle connection")
 
 
 def normalize_url(url: str) -> URL:
@@ -121,14 +152,14 @@ class IndexDatabase:
             if parsed.database:
                 self._lock_path = Path(f"{parsed.database}.writer-lock")
         else:
-            # A small pool per process (every server process has its own); pre-ping replaces
-            # connections that a database restart or a proxy timeout closed.
+            # A small pool per process (every server process has its own). Dead connections are
+            # replaced at checkout without a round trip (see _pg_checkout; no pool_pre_ping);
+            # recycling bounds the life of one that a proxy dropped silently.
             self.engine = create_engine(
                 parsed,
                 isolation_level="READ COMMITTED",
                 pool_size=pool_size,
                 max_overflow=max_overflow,
-                pool_pre_ping=True,
                 pool_recycle=1800,
                 pool_timeout=60,
                 connect_args={
@@ -137,6 +168,7 @@ class IndexDatabase:
                     **({} if "connect_timeout" in parsed.query else {"connect_timeout": 10}),
                 },
             )
+            event.listen(self.engine, "checkout", _pg_checkout)
 
     @property
     def is_sqlite(self) -> bool:
@@ -145,7 +177,11 @@ class IndexDatabase:
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
-        """A read transaction (SQLite: a consistent snapshot; PostgreSQL: READ COMMITTED)."""
+        """A read (SQLite: a transaction, one consistent snapshot; PostgreSQL: autocommit).
+
+        On PostgreSQL each statement sees what was committed when it started, exactly as in a
+        READ COMMITTED transaction, without the round trips of ``BEGIN`` and ``ROLLBACK``.
+        """
         with self.engine.connect() as conn:
             if self.is_sqlite:
                 conn.exec_driver_sql("BEGIN")
@@ -154,6 +190,7 @@ class IndexDatabase:
                 finally:
                     conn.exec_driver_sql("ROLLBACK")
             else:
+                conn.execution_options(isolation_level="AUTOCOMMIT")
                 try:
                     yield conn
                 finally:
