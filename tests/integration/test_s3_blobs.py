@@ -14,7 +14,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pydicom
 import pytest
@@ -145,10 +145,10 @@ def test_create_only(store: S3BlobStore, tmp_path: Path) -> None:
 class CorruptingStore(S3BlobStore):
     """Sends other bytes than those it hashed (a flipped bit on the way)."""
 
-    def _body(self, path: Path) -> IO[bytes]:
-        data = bytearray(path.read_bytes())
-        data[len(data) // 2] ^= 0x01
-        return io.BytesIO(bytes(data))
+    def _wire(self, data: bytes) -> bytes:
+        changed = bytearray(data)
+        changed[len(changed) // 2] ^= 0x01
+        return bytes(changed)
 
 
 @index_independent

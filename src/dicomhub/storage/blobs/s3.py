@@ -17,8 +17,12 @@ Guarantees:
   defence in depth, not the arbiter (the index is).
 * **Integrity.** MD5 and SHA-256 are computed from the file before upload and sent as
   ``Content-MD5`` and ``x-amz-checksum-sha256``: the store rejects a body that differs
-  (``BadDigest``). The answer is verified too (returned SHA-256, else an MD5 ETag); a mismatch
-  deletes the object and raises IntegrityError. Multipart uploads send ``Content-MD5`` per part
+  (``BadDigest``). Both headers are signed (SigV4), so the body needs no signature of its own:
+  requests carry ``UNSIGNED-PAYLOAD``, as boto3 does by default over TLS, and the file is not
+  hashed a third time for the signature (over plain HTTP boto3 would, and so would the store to
+  check it). Objects up to :data:`INLINE_MAX` are read once, hashed and sent from memory. The
+  answer is verified too (returned SHA-256, else an MD5 ETag); a mismatch deletes the object
+  and raises IntegrityError. Multipart uploads send ``Content-MD5`` per part
   and check each part's ETag and the final ``md5(part md5s)-N`` ETag. The hex SHA-256 is also
   stored as object metadata (``x-amz-meta-sha256``).
 * **Multipart** above ``multipart_threshold`` (64 MiB), aborted on any failure.
@@ -77,6 +81,9 @@ T = TypeVar("T")
 MiB = 1024 * 1024
 CHUNK = MiB
 MIN_PART_SIZE = 5 * MiB  # S3's minimum for every part but the last
+#: Single PUTs up to this size are read into memory once (hashed and sent from there; per
+#: upload thread); larger ones are hashed in one pass over the file and streamed from it.
+INLINE_MAX = 16 * MiB
 MAX_PARTS = 10_000
 
 _THROTTLING = {
@@ -124,12 +131,19 @@ def _looks_like_md5(etag: str) -> bool:
 
 
 class _Digests:
-    """Checksums of a file, computed in one streaming pass."""
+    """Checksums of a file, computed in one streaming pass (or of bytes already read)."""
 
-    def __init__(self, path: Path, part_size: int | None = None) -> None:
+    def __init__(
+        self, path: Path, part_size: int | None = None, *, data: bytes | None = None
+    ) -> None:
+        self.part_md5: list[bytes] = []
+        if data is not None:
+            self.size = len(data)
+            self.md5 = hashlib.md5(data, usedforsecurity=False).digest()
+            self.sha256 = hashlib.sha256(data).digest()
+            return
         md5 = hashlib.md5(usedforsecurity=False)
         sha = hashlib.sha256()
-        self.part_md5: list[bytes] = []
         part = hashlib.md5(usedforsecurity=False)
         in_part = 0
         self.size = 0
@@ -227,13 +241,17 @@ class S3BlobStore:
         config = Config(
             region_name=region or "us-east-1",
             signature_version="s3v4",
-            s3={"addressing_style": "path" if path_style else "virtual"},
             retries={"total_max_attempts": 1},  # retries are ours (bounded, jittered, logged)
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
             max_pool_connections=max(10, 2 * self.upload_threads),
             # Checksums are computed here from the file, once; boto3 must not add its own
-            # trailers (some S3-compatible stores reject aws-chunked uploads).
+            # trailers (some S3-compatible stores reject aws-chunked uploads), nor hash the body
+            # again for the signature: the signed Content-MD5 and checksum headers cover it.
+            s3={
+                "addressing_style": "path" if path_style else "virtual",
+                "payload_signing_enabled": False,
+            },
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
             tcp_keepalive=True,
@@ -298,9 +316,9 @@ class S3BlobStore:
     # -----------------------------------------------------------------------------------------
     # writes
 
-    def _body(self, path: Path) -> IO[bytes]:
-        """Open the file to upload (a seam for tests that corrupt the upload)."""
-        return path.open("rb")
+    def _wire(self, data: bytes) -> bytes:
+        """The bytes sent for ``data`` (a seam for tests that corrupt the upload)."""
+        return data
 
     def put_file(self, key: str, path: Path) -> None:
         """Upload ``path`` as ``key`` (create-only, checksummed), then delete the local file.
@@ -314,7 +332,7 @@ class S3BlobStore:
         if size > self.multipart_threshold:
             self._put_multipart(name, path, size)
         else:
-            self._put_single(name, path)
+            self._put_single(name, path, size)
         path.unlink(missing_ok=True)
 
     def put_files(self, items: list[tuple[str, Path]]) -> None:
@@ -335,10 +353,24 @@ class S3BlobStore:
             if exc is not None:
                 raise exc
 
-    def _put_single(self, name: str, path: Path) -> None:
-        digests = _Digests(path)
+    def _put_single(self, name: str, path: Path, size: int) -> None:
+        data = path.read_bytes() if size <= INLINE_MAX else None
+        digests = _Digests(path, data=data)
         sha_b64 = _b64(digests.sha256)
         attempts = 0
+
+        def send(body: bytes | IO[bytes], extra: dict[str, Any]) -> PutObjectOutputTypeDef:
+            return self._client.put_object(
+                Bucket=self.bucket,
+                Key=name,
+                Body=body,
+                ContentLength=digests.size,
+                ContentMD5=_b64(digests.md5),
+                ChecksumSHA256=sha_b64,
+                ContentType="application/dicom",
+                Metadata={"sha256": digests.sha256.hex()},
+                **extra,
+            )
 
         def put() -> PutObjectOutputTypeDef:
             nonlocal attempts
@@ -346,18 +378,10 @@ class S3BlobStore:
             extra: dict[str, Any] = {"IfNoneMatch": "*"} if self._conditional else {}
             if not self._conditional and self._exists(name):
                 raise IntegrityError("blob key collision")
-            with self._body(path) as body:
-                return self._client.put_object(
-                    Bucket=self.bucket,
-                    Key=name,
-                    Body=body,
-                    ContentLength=digests.size,
-                    ContentMD5=_b64(digests.md5),
-                    ChecksumSHA256=sha_b64,
-                    ContentType="application/dicom",
-                    Metadata={"sha256": digests.sha256.hex()},
-                    **extra,
-                )
+            if data is not None:
+                return send(self._wire(data), extra)
+            with path.open("rb") as body:
+                return send(body, extra)
 
         try:
             answer = self._call("PutObject", put)
@@ -366,7 +390,7 @@ class S3BlobStore:
             if code in ("NotImplemented", "501") and self._conditional:
                 log.warning("object store has no conditional PUT; using HEAD before PUT")
                 self._conditional = False
-                self._put_single(name, path)
+                self._put_single(name, path, size)
                 return
             if code in _EXISTS:
                 if attempts > 1 and self._matches(name, digests):
@@ -459,9 +483,9 @@ class S3BlobStore:
         """Upload the parts in order; also tell whether every part's ETag was its MD5."""
         parts: list[CompletedPartTypeDef] = []
         md5_etags = True
-        with self._body(path) as f:
+        with path.open("rb") as f:
             for number, md5 in enumerate(digests.part_md5, start=1):
-                data = f.read(part_size)
+                data = self._wire(f.read(part_size))
                 try:
                     answer = self._call(
                         "UploadPart",
