@@ -23,9 +23,10 @@ from starlette.testclient import TestClient
 
 from dicomhub.config import DuplicatePolicy, Settings
 from dicomhub.imaging.decode import decode_frame
-from dicomhub.imaging.module import Window
+from dicomhub.imaging.module import Window, pixel_module
 from dicomhub.imaging.pipeline import RenderOptions, render_frame
 from dicomhub.imaging.source import dataset_frames, module_of
+from dicomhub.services import render, retrieve
 from dicomhub.services.archive import DEFAULT_TENANT, Archive
 from dicomhub.web.app import create_app
 from tests.helpers import (
@@ -122,6 +123,42 @@ def test_every_sample_renders_or_is_refused_with_a_reason(
     archive.close()
     assert not failures, "\n".join(failures)
     assert rendered >= 150 and refused >= 20
+
+
+def test_pixel_module_from_stored_metadata_equals_the_header(archive: Archive) -> None:
+    """A plain image's pixel module comes from the index's DICOM JSON, identical to the header's.
+
+    Images whose rendering needs more than the plain attributes (LUT sequences, functional
+    groups, palettes, overlays) keep reading the file's header.
+    """
+    plain = [e for e in MANIFEST if is_storable(e) and e["file"] in (CT_SMALL, MULTIFRAME)]
+    with_lut = [
+        e
+        for e in MANIFEST
+        if is_storable(e)
+        and e["properties"].get("has_voi_lut_sequence")
+        and e["properties"].get("transfer_syntax") == EXPLICIT_LE
+    ][:1]
+    assert len(plain) == 2 and with_lut
+    for entry in plain + with_lut:
+        store(archive, entry["file"])
+        ds = read(entry["file"])
+        rec = retrieve.find_instances(
+            archive,
+            DEFAULT_TENANT,
+            str(ds.StudyInstanceUID),
+            str(ds.SeriesInstanceUID),
+            str(ds.SOPInstanceUID),
+        )[0]
+        header = render._header_from_metadata(archive, rec)
+        if entry in with_lut:
+            assert header is None, entry["file"]
+            continue
+        assert header is not None, entry["file"]
+        reference = pixel_module(retrieve.header_dataset(archive, rec), rec.transfer_syntax_uid)
+        module = pixel_module(header, rec.transfer_syntax_uid)
+        assert module == reference
+        assert module.frame_values == reference.frame_values
 
 
 def test_study_series_rendered_and_thumbnails(client: TestClient, archive: Archive) -> None:

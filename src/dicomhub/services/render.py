@@ -32,6 +32,7 @@ from dicomhub.imaging.pipeline import RenderOptions, render_frame
 from dicomhub.imaging.source import dataset_frames, module_of
 from dicomhub.services import retrieve
 from dicomhub.services.archive import Archive
+from dicomhub.storage.index import store as index
 from dicomhub.storage.index.records import InstanceRecord
 
 ENCAPSULATED_PDF = "1.2.840.10008.5.1.4.1.1.104.1"
@@ -110,8 +111,96 @@ def _read_module(archive: Archive, rec: InstanceRecord, keys: list[str]) -> Pixe
         module = module_of(ds)
         _raw.put(_key(rec), dataset_frames(ds, module), rec.size)
         return module
+    keyword = _PIXEL_KEYS[keys[0]] if keys else None
+    if keyword is not None and rec.frames():
+        header = _header_from_metadata(archive, rec)
+        if header is not None:
+            return pixel_module(header, rec.transfer_syntax_uid, keyword)
     header = retrieve.header_dataset(archive, rec)
     return pixel_module(header, rec.transfer_syntax_uid, _PIXEL_KEYS[keys[0]] if keys else None)
+
+
+#: What the pixel pipeline reads of a plain image (PS3.3 C.7.6.3 Image Pixel, C.11.1 Modality
+#: LUT rescale, C.11.2 VOI LUT window, C.11.6 Presentation LUT shape), by tag.
+_PLAIN_TAGS = frozenset(
+    {
+        "00080016",  # SOP Class UID
+        "00080060",  # Modality
+        "00280002",  # Samples per Pixel
+        "00280004",  # Photometric Interpretation
+        "00280006",  # Planar Configuration
+        "00280008",  # Number of Frames
+        "00280010",  # Rows
+        "00280011",  # Columns
+        "00280100",  # Bits Allocated
+        "00280101",  # Bits Stored
+        "00280102",  # High Bit
+        "00280103",  # Pixel Representation
+        "00281050",  # Window Center
+        "00281051",  # Window Width
+        "00281052",  # Rescale Intercept
+        "00281053",  # Rescale Slope
+        "00281054",  # Rescale Type
+        "00281056",  # VOI LUT Function
+        "20500020",  # Presentation LUT Shape
+    }
+)
+#: Whatever else the pipeline reads from the header: LUT sequences (C.11.1, C.11.2),
+#: functional groups (C.7.6.16), palettes (C.7.9); overlays (60xx) are checked by group.
+_HEADER_ONLY = frozenset(
+    {
+        "00283000",  # Modality LUT Sequence
+        "00283010",  # VOI LUT Sequence
+        "52009229",  # Shared Functional Groups Sequence
+        "52009230",  # Per-frame Functional Groups Sequence
+        "00281101",  # Red/Green/Blue Palette Color Lookup Table Descriptor
+        "00281102",
+        "00281103",
+        "00281201",  # Red/Green/Blue Palette Color Lookup Table Data
+        "00281202",
+        "00281203",
+        "00281221",  # Segmented Red/Green/Blue Palette Color Lookup Table Data
+        "00281222",
+        "00281223",
+    }
+)
+
+
+def _header_from_metadata(archive: Archive, rec: InstanceRecord) -> Any | None:
+    """The Image Pixel attributes from the DICOM JSON stored in the index (PS3.18 §F.2).
+
+    A plain image (rescale and window, no LUT sequences, functional groups, palette or
+    overlays) needs a dozen attributes, all in the metadata the index keeps for WADO-RS: a
+    small data set of just those replaces parsing the file's header (the larger part of the
+    first rendering of an instance). Anything else, or metadata that does not convert,
+    returns None and the header is read from the file as before.
+    """
+    import json
+
+    from pydicom.dataset import Dataset
+
+    try:
+        with archive.db.read() as conn:
+            text = index.metadata_json(conn, [rec.pk]).get(rec.pk)
+        if text is None:
+            return None
+        elements = json.loads(text)
+        if any(tag in _HEADER_ONLY or tag.startswith("60") for tag in elements):
+            return None
+        header = Dataset()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for tag in _PLAIN_TAGS.intersection(elements):
+                element = elements[tag]
+                values = element.get("Value")
+                if set(element) - {"vr", "Value"} or not isinstance(values, list):
+                    return None  # a bulk data reference, inline binary or an odd value
+                value = values[0] if len(values) == 1 else values
+                header.add_new(int(tag, 16), element["vr"], value)
+        return header
+    except Exception:  # malformed stored metadata: the file's header decides
+        log.debug("pixel module from metadata failed", exc_info=True)
+        return None
 
 
 def _frame_data(archive: Archive, rec: InstanceRecord, module: PixelModule, number: int) -> bytes:

@@ -103,6 +103,12 @@ def _request(request: Request, media: str, thumbnail: bool) -> render.RenderRequ
     )
 
 
+def _is_thumbnail(request: Request) -> bool:
+    """Whether the resource is ``.../thumbnail`` (PS3.18 §10.4.1.1.4); the raw path is enough."""
+    path: str = request.scope["path"]
+    return path.endswith("/thumbnail")
+
+
 def _accept(request: Request) -> list[MediaRange]:
     return parse_accept(request.query_params.get("accept") or request.headers.get("accept"))
 
@@ -142,7 +148,7 @@ async def rendered_instance(request: Request) -> Response:
     The lookup, the checks and the rendering run in one worker thread: a single thread hop
     per request (each hop costs more than rendering a cached frame's LUT lookup).
     """
-    thumbnail = request.url.path.endswith("/thumbnail")
+    thumbnail = _is_thumbnail(request)
     archive = archive_of(request)
     accept = _accept(request)
 
@@ -180,7 +186,7 @@ async def rendered_instance(request: Request) -> Response:
 
 async def rendered_frames(request: Request) -> Response:
     """GET .../frames/{list}/rendered or /thumbnail (PS3.18 §10.4.1.1.3)."""
-    thumbnail = request.url.path.endswith("/thumbnail")
+    thumbnail = _is_thumbnail(request)
     archive = archive_of(request)
     accept = _accept(request)
 
@@ -220,7 +226,7 @@ async def rendered_collection(request: Request) -> Response:
     application/zip``), both streamed instance by instance. ``/thumbnail`` at these levels is
     a single image of the first renderable instance (PS3.18 §10.4.1.1.4).
     """
-    thumbnail = request.url.path.endswith("/thumbnail")
+    thumbnail = _is_thumbnail(request)
     records = await _records(request)
     archive = archive_of(request)
     media, packaging = choose_media(_accept(request), allow_zip=not thumbnail)
