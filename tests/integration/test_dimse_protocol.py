@@ -15,6 +15,7 @@ import pytest
 from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.dsutils import encode
+from sqlalchemy import func, select
 
 from dicomhub.dimse import commands as cmd
 from dicomhub.dimse import pdu
@@ -22,6 +23,7 @@ from dicomhub.dimse.limits import AssociationTable
 from dicomhub.dimse.transfer import configure
 from dicomhub.services.ingest import store
 from dicomhub.services.spool import spool_file
+from dicomhub.storage.index import tables
 from tests.integration.dimse_support import AET, SCU, Scp, scp
 from tests.samples import CT_SMALL, SAMPLES
 
@@ -224,3 +226,27 @@ def test_association_table_is_shared_and_frees_dead_processes(tmp_path: Path) ->
     assert a.in_use() == 3
     a.close()
     b.close()
+
+
+def test_association_reserves_keys_ahead_and_gives_them_back(scp: Scp, tmp_path: Path) -> None:
+    def pending() -> int:
+        with scp.archive.db.read() as conn:
+            return int(
+                conn.execute(select(func.count()).select_from(tables.pending_blob)).scalar_one()
+            )
+
+    configure()
+    ds = pydicom.dcmread(SAMPLES / CT_SMALL)
+    ae = AE(ae_title=SCU)
+    ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
+    assoc = ae.associate("127.0.0.1", scp.port, ae_title=AET)
+    assert assoc.is_established
+    for i in range(3):
+        ds.SOPInstanceUID = f"1.2.826.0.1.3680043.8.498.88.{i}"
+        assert assoc.send_c_store(ds).Status == 0
+        assert pending() == 1  # the key of the next instance, reserved with this one
+    assoc.release()
+    assert pending() == 0
+    with scp.archive.db.read() as conn:
+        stored = conn.execute(select(func.count()).select_from(tables.instance)).scalar_one()
+    assert stored == 3

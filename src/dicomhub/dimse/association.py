@@ -31,6 +31,7 @@ from dicomhub.dimse import commands as cmd
 from dicomhub.dimse import pdu
 from dicomhub.dimse import status as st
 from dicomhub.dimse.query import encode_result, result_identifier
+from dicomhub.services.ingest import Reservations
 from dicomhub.services.spool import Spool
 
 if TYPE_CHECKING:
@@ -123,6 +124,8 @@ class Association:
         self.read_limit = max_pdu if max_pdu else UNLIMITED_PDU_CAP
         self._next_id = 1
         self._closed = False
+        #: Blob keys reserved ahead for this association's next C-STORE.
+        self.reservations = Reservations()
 
     # ------------------------------------------------------------------------------------------
     # lifecycle
@@ -155,6 +158,7 @@ class Association:
             return
         self._closed = True
         self.server.gateway.leave(self)
+        self.reservations.release(self.server.gateway.archive)
         try:
             self.sock.close()
         except OSError:
@@ -281,6 +285,7 @@ class Association:
                 # Leave the books first: the peer may open its next association the moment
                 # it reads A-RELEASE-RP, and must find this one's capacity free.
                 self.server.gateway.leave(self)
+                self.reservations.release(self.server.gateway.archive)
                 self._send_quietly(pdu.encode_release_rp())
                 raise Closed
             if kind == pdu.ABORT:
@@ -424,7 +429,7 @@ class Association:
             reason = msg.dropped or ValueError("no data set")
             status, comment = _pair(st.from_error(st.Service.STORE, reason))
         else:
-            status, comment = self.server.gateway.store(self.peer, msg.spool)
+            status, comment = self.server.gateway.store(self.peer, msg.spool, self.reservations)
         self._respond(msg, cmd.C_STORE_RSP, status, comment, extra=extra)
 
     def _identifier(self, msg: Message) -> Dataset | None:

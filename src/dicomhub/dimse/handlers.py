@@ -114,7 +114,9 @@ class Gateway:
     # -----------------------------------------------------------------------------------------
     # services
 
-    def store(self, peer: peers.RemoteAE, spool: Spool) -> tuple[int, str | None]:
+    def store(
+        self, peer: peers.RemoteAE, spool: Spool, ahead: ingest.Reservations | None = None
+    ) -> tuple[int, str | None]:
         """C-STORE (PS3.4 B.2.2): a received Part-10 spool through the ingest service.
 
         The data set was written as received behind File Meta Information built from the
@@ -122,6 +124,9 @@ class Gateway:
         validated) and committed exactly like a STOW-RS part. The data set's own UIDs are
         authoritative (as for STOW-RS); an Affected SOP Instance UID that differs (a sender
         copying a stale File Meta header) does not refuse the instance.
+
+        ``ahead`` holds the association's blob key reserved for its next instance (one index
+        transaction fewer per C-STORE, see :class:`~dicomhub.services.ingest.Reservations`).
 
         Returns:
             ``(status, error comment)`` for the C-STORE-RSP (PS3.4 B.2.3).
@@ -136,7 +141,7 @@ class Gateway:
             spool.discard()
             return _pair(st.from_error(st.Service.STORE, exc))
         try:
-            outcome = ingest.commit(self.archive, peer.tenant_id, [prepared])[0]
+            outcome = ingest.commit(self.archive, peer.tenant_id, [prepared], ahead=ahead)[0]
         except Exception as exc:
             return _pair(st.from_error(st.Service.STORE, exc))
         if isinstance(outcome, Exception):

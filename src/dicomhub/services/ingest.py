@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass
 
 from sqlalchemy import Connection
@@ -118,11 +119,55 @@ def prepare(
     return Prepared(spool, sha256, parsed)
 
 
-def commit(archive: Archive, tenant_id: int, items: list[Prepared]) -> list[Stored | DicomhubError]:
+class Reservations:
+    """Blob keys reserved one store ahead, for a caller that stores one instance at a time.
+
+    A C-STORE association commits one instance per request, so the reservation transaction of
+    :func:`commit` would be half of its index commits. With ``ahead``, the transaction that
+    makes instance N visible also reserves the key of instance N+1, and the next store skips
+    its own reservation. The keys are pending rows like any other: after a crash the collector
+    removes them (their blobs never existed); :meth:`release` gives them back when the caller
+    is done. Keys older than half the pending timeout are not used (the collector may be about
+    to take them).
+    """
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+        self.reserved_at = 0.0
+
+    def take(self, archive: Archive, count: int) -> list[str] | None:
+        """``count`` reserved keys, or None when not enough fresh ones are held."""
+        fresh = time.time() - self.reserved_at < archive.settings.pending_timeout_s / 2
+        if not fresh or len(self.keys) < count:
+            return None
+        taken, self.keys = self.keys[:count], self.keys[count:]
+        return taken
+
+    def release(self, archive: Archive) -> None:
+        """Give back the keys still held (best effort: the collector takes them otherwise)."""
+        keys, self.keys = self.keys, []
+        if not keys:
+            return
+        try:
+            with archive.db.write() as conn:
+                for key in keys:
+                    index.release_pending(conn, key)
+        except Exception:
+            log.exception("could not release reserved blob keys; left to the collector")
+
+
+def commit(
+    archive: Archive,
+    tenant_id: int,
+    items: list[Prepared],
+    *,
+    ahead: Reservations | None = None,
+) -> list[Stored | DicomhubError]:
     """Store a batch of prepared instances; one outcome per item, in order.
 
     Consumes every spool. Errors of one instance (a conflicting duplicate) do not affect the
-    others; an infrastructure error (index or blob store down) propagates.
+    others; an infrastructure error (index or blob store down) propagates. ``ahead`` keeps
+    blob keys reserved one batch ahead (see :class:`Reservations`).
     """
     overwrite = archive.settings.duplicate_policy is DuplicatePolicy.OVERWRITE
     results: list[Stored | DicomhubError | None] = [None] * len(items)
@@ -141,7 +186,7 @@ def commit(archive: Archive, tenant_id: int, items: list[Prepared]) -> list[Stor
             else:
                 results[i] = _conflict(it.parsed)
         if todo:
-            _write(archive, tenant_id, [items[i] for i in todo], todo, results, overwrite)
+            _write(archive, tenant_id, [items[i] for i in todo], todo, results, overwrite, ahead)
     finally:
         for it in items:
             it.spool.discard()
@@ -155,10 +200,14 @@ def _write(
     positions: list[int],
     results: list[Stored | DicomhubError | None],
     overwrite: bool,
+    ahead: Reservations | None = None,
 ) -> None:
-    keys = new_keys(len(batch))
-    with archive.db.write() as conn:
-        index.reserve_pending_many(conn, tenant_id, keys)
+    keys = ahead.take(archive, len(batch)) if ahead is not None else None
+    if keys is None:
+        keys = new_keys(len(batch))
+        with archive.db.write() as conn:
+            index.reserve_pending_many(conn, tenant_id, keys)
+    next_keys = new_keys(len(batch)) if ahead is not None else []
     try:
         archive.blobs.put_files([(k, it.spool.path) for k, it in zip(keys, batch, strict=True)])
     except BaseException:
@@ -174,11 +223,14 @@ def _write(
         for res in outcomes:
             if res.outcome == "overwritten" and res.obsolete_blob:
                 jobs.enqueue(conn, "delete_blobs", {"keys": [res.obsolete_blob]})
+        index.reserve_pending_many(conn, tenant_id, next_keys)
         return outcomes
 
     # If this transaction fails, the pending rows let the garbage collector remove the blobs.
     # A lost race with another node storing the same instance replays it (see store.py).
     outcomes = archive.db.transact(make_visible)
+    if ahead is not None:
+        ahead.keys, ahead.reserved_at = next_keys, time.time()
     unused: list[str] = []
     for res, it, pos in zip(outcomes, batch, positions, strict=True):
         if res.outcome != "overwritten" and res.obsolete_blob:
