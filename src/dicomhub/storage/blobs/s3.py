@@ -83,7 +83,7 @@ CHUNK = MiB
 MIN_PART_SIZE = 5 * MiB  # S3's minimum for every part but the last
 #: Single PUTs up to this size are read into memory once (hashed and sent from there; per
 #: upload thread); larger ones are hashed in one pass over the file and streamed from it.
-INLINE_MAX = 16 * MiB
+INLINE_MAX = 8 * MiB
 MAX_PARTS = 10_000
 
 _THROTTLING = {
@@ -189,7 +189,9 @@ class S3BlobStore:
             exactly when ``endpoint`` is given.
         multipart_threshold: Files larger than this use multipart upload.
         part_size: Multipart part size (at least 5 MiB; grown for files of over 10,000 parts).
-        upload_threads: Parallel uploads in ``put_files``.
+        upload_threads: Parallel uploads of ``put_files``, shared by all the batches of this
+            store (one pool per process: a STOW batch of 10 goes out at once, and concurrent
+            requests queue for threads instead of each opening connections of its own).
         max_attempts: Attempts per request in all (1 = no retry).
         backoff_base: First backoff ceiling in seconds (doubles per retry, full jitter).
         backoff_cap: Largest backoff in seconds.
@@ -210,7 +212,7 @@ class S3BlobStore:
         path_style: bool | None = None,
         multipart_threshold: int = 64 * MiB,
         part_size: int = 16 * MiB,
-        upload_threads: int = 4,
+        upload_threads: int = 16,
         max_attempts: int = 5,
         backoff_base: float = 0.1,
         backoff_cap: float = 5.0,
@@ -236,6 +238,7 @@ class S3BlobStore:
         self._sleep = sleep
         self._conditional = True  # cleared when the store answers 501 to If-None-Match
         self._lock = threading.Lock()
+        self._uploads: ThreadPoolExecutor | None = None
         if path_style is None:
             path_style = endpoint is not None
         config = Config(
@@ -244,7 +247,8 @@ class S3BlobStore:
             retries={"total_max_attempts": 1},  # retries are ours (bounded, jittered, logged)
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
-            max_pool_connections=max(10, 2 * self.upload_threads),
+            # every upload thread keeps its connection, with room for concurrent reads
+            max_pool_connections=self.upload_threads + 16,
             # Checksums are computed here from the file, once; boto3 must not add its own
             # trailers (some S3-compatible stores reject aws-chunked uploads), nor hash the body
             # again for the signature: the signed Content-MD5 and checksum headers cover it.
@@ -345,13 +349,21 @@ class S3BlobStore:
             for key, path in items:
                 self.put_file(key, path)
             return
-        workers = min(self.upload_threads, len(items))
-        with ThreadPoolExecutor(workers, thread_name_prefix="dicomhub-s3-put") as pool:
-            futures = [pool.submit(self.put_file, key, path) for key, path in items]
-            errors = [f.exception() for f in futures]
+        pool = self._upload_pool()
+        futures = [pool.submit(self.put_file, key, path) for key, path in items]
+        errors = [f.exception() for f in futures]
         for exc in errors:
             if exc is not None:
                 raise exc
+
+    def _upload_pool(self) -> ThreadPoolExecutor:
+        """The store's upload threads (started on first use; idle threads cost nothing)."""
+        with self._lock:
+            if self._uploads is None:
+                self._uploads = ThreadPoolExecutor(
+                    self.upload_threads, thread_name_prefix="dicomhub-s3-put"
+                )
+            return self._uploads
 
     def _put_single(self, name: str, path: Path, size: int) -> None:
         data = path.read_bytes() if size <= INLINE_MAX else None
@@ -711,7 +723,11 @@ class S3BlobStore:
             raise self._fail("HeadBucket", exc) from exc
 
     def close(self) -> None:
-        """Release the HTTP connection pool."""
+        """Stop the upload threads (after the uploads under way) and release the connections."""
+        with self._lock:
+            uploads, self._uploads = self._uploads, None
+        if uploads is not None:
+            uploads.shutdown(wait=True)
         with self._lock:
             self._client.close()
 
