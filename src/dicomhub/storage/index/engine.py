@@ -83,11 +83,13 @@ def _pg_checkout(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
     """
     if dbapi_conn.closed or getattr(dbapi_conn, "broken", False):
         raise DisconnectionError("connection closed")
+    poller = select.poll()  # not select.select: a busy server's descriptors pass FD_SETSIZE
     try:
-        readable, _, _ = select.select([dbapi_conn.fileno()], [], [], 0)
+        poller.register(dbapi_conn.fileno(), select.POLLIN)
+        events = poller.poll(0)
     except (OSError, ValueError) as exc:  # the socket is gone
         raise DisconnectionError("connection socket unusable") from exc
-    if readable:
+    if events:  # input, EOF, hang-up or error
         raise DisconnectionError("server closed or terminated an idle connection")
 
 
