@@ -1,9 +1,10 @@
 """Rendering stored instances (PS3.18 §10.4.1.1.3 rendered, §10.4.1.1.4 thumbnail).
 
 Combines retrieval (indexed frame offsets, ranged blob reads) with the pixel pipeline in
-:mod:`dicomhub.imaging`. The pixel module of an instance is read once (header only) and decoded
-frames are kept in a memory-bounded LRU, so rendering frame after frame of a multi-frame
-instance never re-reads or re-parses the file.
+:mod:`dicomhub.imaging`. The pixel module of an instance is built once (from the DICOM JSON in
+the index for a plain image, else from the file's header) and decoded frames and encoded images
+are kept in memory-bounded LRUs, so rendering frame after frame of a multi-frame instance never
+re-reads or re-parses the file, and asking for the same image again costs a lookup.
 """
 
 from __future__ import annotations
