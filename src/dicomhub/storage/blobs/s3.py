@@ -20,7 +20,9 @@ Guarantees:
   (``BadDigest``). Both headers are signed (SigV4), so the body needs no signature of its own:
   requests carry ``UNSIGNED-PAYLOAD``, as boto3 does by default over TLS, and the file is not
   hashed a third time for the signature (over plain HTTP boto3 would, and so would the store to
-  check it). Objects up to :data:`INLINE_MAX` are read once, hashed and sent from memory. The
+  check it). Objects up to :data:`INLINE_MAX` are read once, hashed and sent from memory,
+  headers and body at once: boto3's ``Expect: 100-continue`` (a round trip to the store before
+  the body) is kept only for files streamed from disk (:func:`_no_expect_for_memory_bodies`). The
   answer is verified too (returned SHA-256, else an MD5 ETag); a mismatch deletes the object
   and raises IntegrityError. Multipart uploads send ``Content-MD5`` per part
   and check each part's ETag and the final ``md5(part md5s)-N`` ETag. The hex SHA-256 is also
@@ -43,6 +45,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import logging
 import random
 import threading
@@ -116,6 +119,17 @@ def is_transient(exc: BaseException) -> bool:
         status = _status(exc)
         return status >= 500 or status == 429 or _code(exc) in _THROTTLING
     return False
+
+
+def _no_expect_for_memory_bodies(request: Any, **_kwargs: Any) -> None:
+    """Send an in-memory PutObject body without waiting for ``100 Continue`` first.
+
+    The wait saves sending a body that the store refuses before reading it (a key collision,
+    denied credentials): rare failures, which still fail (the store's answer, or a closed
+    connection retried into the same answer), for the cost of one round trip on every upload.
+    """
+    if isinstance(request.body, bytes | bytearray | io.BytesIO):
+        del request.headers["Expect"]  # no error when absent
 
 
 def _b64(digest: bytes) -> str:
@@ -268,6 +282,7 @@ class S3BlobStore:
             aws_secret_access_key=secret_key,
             config=config,
         )
+        self._client.meta.events.register("before-sign.s3.PutObject", _no_expect_for_memory_bodies)
 
     def __repr__(self) -> str:
         return f"S3BlobStore(bucket={self.bucket!r}, prefix={self.prefix!r})"
