@@ -143,9 +143,10 @@ class Association:
             log.warning("DIMSE protocol error from %s: %s", self.address[0], exc)
             self._send_quietly(pdu.encode_abort(2, exc.abort_reason))
         except TimeoutError:
+            log.info("DIMSE association from %s timed out; aborted", self.address[0])
             self._send_quietly(pdu.encode_abort(2, 0))
-        except OSError:
-            pass
+        except OSError as exc:
+            log.info("DIMSE association from %s ended: %s", self.address[0], type(exc).__name__)
         except Exception:
             log.exception("DIMSE association failed")
             self._send_quietly(pdu.encode_abort(2, 0))
@@ -201,9 +202,13 @@ class Association:
         return kind, bytes(self._read_exact(length))
 
     def _waiting(self) -> bool:
-        """A PDU (or the end of the connection) is waiting to be read."""
-        readable, _, _ = select.select([self.sock], [], [], 0)
-        return bool(readable)
+        """A PDU (or the end of the connection) is waiting to be read.
+
+        ``poll``, not ``select``: a busy server process has descriptors beyond FD_SETSIZE.
+        """
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN | select.POLLPRI)
+        return bool(poller.poll(0))
 
     # ------------------------------------------------------------------------------------------
     # association establishment (PS3.8 §9.3.2-9.3.4, PS3.7 Annex D)
