@@ -40,7 +40,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, DisconnectionError
 from sqlalchemy.pool import QueuePool
 
-from dicomhub.errors import InvalidInput
+from dicomhub.errors import InvalidInput, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -224,15 +224,19 @@ class IndexDatabase:
         database (no blob or other side effects) and return what the caller acts on.
 
         Raises:
-            The last error once the attempts are exhausted, and any other error at once.
+            Unavailable: still losing races once the attempts are exhausted.
+            Any other error at once.
         """
         for attempt in range(1, attempts + 1):
             try:
                 with self.write() as conn:
                     return body(conn)
             except (DBAPIError, ConcurrentChange) as exc:
-                if attempt == attempts or not _retryable(exc):
+                if not _retryable(exc):
                     raise
+                if attempt == attempts:
+                    # Still losing races after every replay: busy, not broken (503, retry).
+                    raise Unavailable("the index is busy with concurrent changes; retry") from exc
                 log.debug("replaying index transaction after %s (attempt %d)", exc, attempt)
                 time.sleep(random.uniform(0, 0.005 * 2**attempt))  # noqa: S311
         raise AssertionError("unreachable")

@@ -503,6 +503,19 @@ def _existing(conn: Connection, tenant_id: int, sops: list[str]) -> dict[str, tu
 
 
 def _insert_fresh(conn: Connection, tenant_id: int, items: list[NewInstance], now: float) -> None:
+    # One global order for the rows a batch creates (patient, study, series, then instances),
+    # so that concurrent batches on PostgreSQL, which wait on each other's uncommitted inserts
+    # of the same keys, always wait in the same direction: no deadlock cycle (a deadlock is
+    # replayed, but batches sent in opposite orders by several nodes could lose every replay).
+    items = sorted(
+        items,
+        key=lambda i: (
+            patient_identity(i.parsed),
+            i.parsed.study_instance_uid,
+            i.parsed.series_instance_uid,
+            i.parsed.sop_instance_uid,
+        ),
+    )
     studies: dict[str, int] = {}
     series: dict[str, tuple[int, bool]] = {}
     per_series: dict[int, int] = {}
