@@ -274,6 +274,9 @@ def test_retry_with_backoff_until_storescp_listens(
     api: TestClient, archive: Archive, storescp: StoreScp
 ) -> None:
     ingest_study(archive)
+    # A base delay well above the time one attempt takes on a loaded CI machine, so "not due
+    # before its backoff" is checked inside the backoff, not after it.
+    tune(archive, job_retry_base_s=1.5, job_retry_max_s=3.0)
     job = submit(api, "/api/aes/STORESCP/send", {"study": STUDY})
 
     assert run_one(archive)  # nothing listens: connection refused, a transient failure
@@ -285,14 +288,14 @@ def test_retry_with_backoff_until_storescp_listens(
     with archive.db.read() as conn:
         row = jobs.get(conn, 1, job["id"])
     assert row is not None and row.updated_at is not None
-    assert row.run_at - row.updated_at == pytest.approx(0.3, abs=0.05)  # base delay
+    assert row.run_at - row.updated_at == pytest.approx(1.5, abs=0.05)  # base delay
 
     wait_for(lambda: run_one(archive))  # attempt 2, as soon as due: fails again
     with archive.db.read() as conn:
         row = jobs.get(conn, 1, job["id"])
     assert row is not None and row.updated_at is not None
     assert row.state == "retrying" and row.attempts == 2
-    assert row.run_at - row.updated_at == pytest.approx(0.6, abs=0.05)  # doubled
+    assert row.run_at - row.updated_at == pytest.approx(3.0, abs=0.05)  # doubled
 
     storescp.start()
     wait_for(lambda: run_one(archive))
