@@ -326,7 +326,7 @@ def test_attempts_are_bounded(api: TestClient, archive: Archive, storescp: Store
     job = submit(
         api,
         "/api/aes/STORESCP/send",
-        {"study": STUDY, "series": None} if False else {"study": STUDY},
+        {"study": STUDY},
     )
     assert drain(archive) == 2  # attempt 1 (retry at once), attempt 2: the last
     done = job_of(api, job["id"])
@@ -393,12 +393,12 @@ def test_job_survives_restart_and_a_dead_workers_claim(
         with TestClient(create_app(reopened.settings, reopened)) as api:
             orphan = submit(api, "/api/aes/STORESCP/send", {"study": STUDY})["id"]
             with reopened.db.write() as conn:
-                claimed = jobs.claim(conn, lease_s=0.5)
+                claimed = jobs.claim(conn, lease_s=2.0)
             assert claimed is not None and claimed.id == orphan
             assert job_of(api, orphan)["state"] == "running"
             assert not run_one(reopened)  # its lease is not over
             # once the lease has expired, the job is claimed again and completes
-            wait_for(lambda: run_one(reopened), timeout=5)
+            wait_for(lambda: run_one(reopened), timeout=10)
             done = job_of(api, orphan)
             assert (done["state"], done["attempts"]) == ("succeeded", 2), done
     finally:
