@@ -24,9 +24,9 @@ from starlette.testclient import TestClient
 from dicomhub.cli.main import main
 from dicomhub.config import Settings
 from dicomhub.services import ingest
-from dicomhub.services.archive import Archive
+from dicomhub.services.archive import Archive, blob_store_of
 from dicomhub.services.spool import spool_file
-from dicomhub.storage.blobs import BlobStore, open_blob_store
+from dicomhub.storage.blobs import BlobStore
 from dicomhub.web.multipart import MultipartParser, PartData, PartEnd, PartStart, parse_content_type
 from tests.samples import SAMPLES
 
@@ -214,19 +214,6 @@ def driver_sql(conn: Connection, sql: str, params: Sequence[Any] = ()) -> Cursor
 # blobs, on whichever store the settings name
 
 
-def open_blobs(settings: Settings) -> BlobStore:
-    """The blob store of ``settings`` (as ``Archive.open`` opens it)."""
-    secret = settings.s3_secret_key
-    return open_blob_store(
-        settings.blobs_url,
-        s3_endpoint=settings.s3_endpoint,
-        s3_region=settings.s3_region,
-        s3_access_key=settings.s3_access_key,
-        s3_secret_key=secret.get_secret_value() if secret is not None else None,
-        s3_path_style=settings.s3_path_style,
-    )
-
-
 @dataclass(frozen=True)
 class StoredBlob:
     """One blob of a store, with the file-like checks the tests use."""
@@ -247,10 +234,10 @@ class StoredBlob:
 
 def stored_blob(settings: Settings, key: str) -> StoredBlob:
     """The blob ``key`` of the store of ``settings`` (which need not exist)."""
-    return StoredBlob(open_blobs(settings), key)
+    return StoredBlob(blob_store_of(settings), key)
 
 
 def stored_blobs(settings: Settings) -> list[StoredBlob]:
     """Every blob in the store of ``settings``, by key."""
-    store = open_blobs(settings)
+    store = blob_store_of(settings)
     return [StoredBlob(store, k) for k in sorted(store.keys())]

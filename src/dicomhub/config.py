@@ -14,6 +14,17 @@ from pathlib import Path
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+#: Default named windows (center, width) for ``preset=`` (``window_presets`` overrides them).
+DEFAULT_PRESETS: dict[str, tuple[float, float]] = {
+    "lung": (-600.0, 1500.0),
+    "mediastinum": (50.0, 350.0),
+    "bone": (400.0, 1800.0),
+    "brain": (40.0, 80.0),
+    "abdomen": (50.0, 400.0),
+    "liver": (60.0, 160.0),
+    "stroke": (40.0, 40.0),
+}
+
 
 class DuplicatePolicy(StrEnum):
     """What to do when a stored SOP Instance UID arrives again with different content."""
@@ -72,15 +83,7 @@ class Settings(BaseSettings):
     render_cache_bytes: int = Field(default=256 * 1024**2, ge=0)
     thumbnail_size: int = Field(default=128, ge=16, le=1024)
     window_presets: dict[str, tuple[float, float]] = Field(
-        default_factory=lambda: {
-            "lung": (-600.0, 1500.0),
-            "mediastinum": (50.0, 350.0),
-            "bone": (400.0, 1800.0),
-            "brain": (40.0, 80.0),
-            "abdomen": (50.0, 400.0),
-            "liver": (60.0, 160.0),
-            "stroke": (40.0, 40.0),
-        },
+        default_factory=lambda: dict(DEFAULT_PRESETS),
         description="preset name -> (window center, window width), e.g. JSON in the environment",
     )
 

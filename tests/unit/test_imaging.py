@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 from pydicom.dataset import Dataset
 
+from dicomhub.config import DEFAULT_PRESETS
 from dicomhub.errors import InvalidInput
 from dicomhub.imaging import lut
 from dicomhub.imaging.cache import SizedLRU
@@ -26,7 +27,6 @@ from dicomhub.imaging.encode import (
 )
 from dicomhub.imaging.module import Window, pixel_module
 from dicomhub.imaging.pipeline import (
-    DEFAULT_PRESETS,
     RenderOptions,
     VoiMode,
     _gray,

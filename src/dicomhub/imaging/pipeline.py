@@ -21,17 +21,6 @@ from dicomhub.imaging import lut
 from dicomhub.imaging.decode import Decoded
 from dicomhub.imaging.module import PixelModule, Window
 
-#: Default named windows (center, width) for ``preset=``; configurable in Settings.
-DEFAULT_PRESETS: dict[str, tuple[float, float]] = {
-    "lung": (-600.0, 1500.0),
-    "mediastinum": (50.0, 350.0),
-    "bone": (400.0, 1800.0),
-    "brain": (40.0, 80.0),
-    "abdomen": (50.0, 400.0),
-    "liver": (60.0, 160.0),
-    "stroke": (40.0, 40.0),
-}
-
 _FUNCTIONS = {
     "LINEAR": "LINEAR",
     "LINEAR_EXACT": "LINEAR_EXACT",
